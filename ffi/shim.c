@@ -1,0 +1,53 @@
+/* C shim for mod_wsgi-rs: wrappers over Apache macros. See shim.h. No state lives here. */
+#include "shim.h"
+
+#include <http_config.h>
+#include <http_log.h>
+#include <util_filter.h>
+
+/* The module record is defined in Rust (src/apache/module.rs); Apache fills in its index. */
+extern module AP_MODULE_DECLARE_DATA wsgi_module;
+APLOG_USE_MODULE(wsgi);
+
+int wsgi_shim_log_enabled(const server_rec *s, const request_rec *r, int level)
+{
+    if (r != NULL) {
+        return APLOG_R_MODULE_IS_LEVEL(r, APLOG_MODULE_INDEX, level);
+    }
+    return APLOG_MODULE_IS_LEVEL(s, APLOG_MODULE_INDEX, level);
+}
+
+void wsgi_shim_log_server(const server_rec *s, const char *file, int line, int level,
+                          const char *message)
+{
+    ap_log_error_(file, line, APLOG_MODULE_INDEX, level, 0, s, "%s", message);
+}
+
+void wsgi_shim_log_request(const request_rec *r, const char *file, int line, int level,
+                           const char *message)
+{
+    ap_log_rerror_(file, line, APLOG_MODULE_INDEX, level, 0, r, "%s", message);
+}
+
+apr_status_t wsgi_shim_pass_bytes(request_rec *r, apr_bucket_brigade *bb, const char *data,
+                                  apr_size_t len, int flush)
+{
+    apr_bucket *b;
+
+    if (len > 0) {
+        b = apr_bucket_transient_create(data, len, bb->bucket_alloc);
+        APR_BRIGADE_INSERT_TAIL(bb, b);
+    }
+    if (flush) {
+        b = apr_bucket_flush_create(bb->bucket_alloc);
+        APR_BRIGADE_INSERT_TAIL(bb, b);
+    }
+    return ap_pass_brigade(r->output_filters, bb);
+}
+
+apr_status_t wsgi_shim_pass_eos(request_rec *r, apr_bucket_brigade *bb)
+{
+    apr_bucket *b = apr_bucket_eos_create(bb->bucket_alloc);
+    APR_BRIGADE_INSERT_TAIL(bb, b);
+    return ap_pass_brigade(r->output_filters, bb);
+}

@@ -1,0 +1,100 @@
+//! The directive table Apache reads from the module record, and the one entry point that
+//! applies any `WSGI*` directive: it turns Apache's argument vector into strings and hands them
+//! to [`Directive::apply`], whose error text Apache prints with the file and line.
+
+use std::ffi::{CStr, c_char, c_int, c_void};
+use std::ptr;
+
+use super::boundary::guard;
+use super::config::server_config_mut;
+use super::sys;
+use crate::config::{DirConfig, Directive, Scope};
+
+const COUNT: usize = Directive::ALL.len();
+
+/// The table: one entry per directive, then the all-zero terminator Apache expects.
+#[repr(transparent)]
+pub(super) struct CommandTable(pub [sys::command_rec; COUNT + 1]);
+
+// SAFETY: the table is immutable after compilation; its pointers are to 'static C strings and
+// functions.
+unsafe impl Sync for CommandTable {}
+
+pub(super) static COMMANDS: CommandTable = CommandTable(table());
+
+const fn table() -> [sys::command_rec; COUNT + 1] {
+    // SAFETY: an all-zero command_rec is the table terminator Apache expects (NULL name).
+    let mut table: [sys::command_rec; COUNT + 1] = unsafe { std::mem::zeroed() };
+    let mut i = 0;
+    while i < COUNT {
+        let directive = Directive::ALL[i];
+        let req_override = match directive.scope() {
+            Scope::Global | Scope::Server => sys::RSRC_CONF,
+            Scope::Directory => sys::RSRC_CONF | sys::ACCESS_CONF,
+            Scope::FileInfo => sys::OR_FILEINFO,
+        };
+        table[i] = sys::command_rec {
+            name: directive.c_name().as_ptr(),
+            func: sys::cmd_func {
+                take_argv: Some(apply_directive),
+            },
+            // The index into Directive::ALL, read back in `apply_directive`.
+            cmd_data: i as *mut c_void,
+            req_override: req_override as c_int,
+            args_how: sys::cmd_how_TAKE_ARGV,
+            errmsg: ptr::null(),
+        };
+        i += 1;
+    }
+    table
+}
+
+/// Apache calls this for every `WSGI*` directive in the configuration.
+unsafe extern "C" fn apply_directive(
+    cmd: *mut sys::cmd_parms,
+    mconfig: *mut c_void,
+    argc: c_int,
+    argv: *const *mut c_char,
+) -> *const c_char {
+    let fallback = || c"internal error while reading this directive (see the error log)".as_ptr();
+    guard("directive", fallback, || {
+        // SAFETY: Apache passes its live cmd_parms; `info` is the cmd_data we put in the table.
+        let index = unsafe { (*cmd).info } as usize;
+        let Some(&directive) = Directive::ALL.get(index) else {
+            return fallback();
+        };
+        if directive.scope() == Scope::Global {
+            // SAFETY: live cmd_parms; returns NULL or an error string in the cmd pool.
+            let refused = unsafe { sys::ap_check_cmd_context(cmd, sys::GLOBAL_ONLY) };
+            if !refused.is_null() {
+                return refused;
+            }
+        }
+        // SAFETY: Apache passes `argc` NUL-terminated argument strings in `argv`.
+        let args: Vec<String> = (0..argc.max(0) as usize)
+            .map(|i| {
+                unsafe { CStr::from_ptr(*argv.add(i)) }
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .collect();
+        // SAFETY: configuration is read on one thread; `cmd->server` holds our server record
+        // and `mconfig` our record for the enclosing section, and no other reference to either
+        // exists during this call.
+        let (server, dir) = unsafe {
+            (
+                server_config_mut((*cmd).server),
+                &mut *mconfig.cast::<DirConfig>(),
+            )
+        };
+        match directive.apply(&args, server, dir) {
+            Ok(()) => ptr::null(),
+            Err(e) => {
+                let message =
+                    std::ffi::CString::new(e.to_string().replace('\0', " ")).unwrap_or_default();
+                // SAFETY: live cmd pool; Apache prints and then discards the copy.
+                unsafe { sys::apr_pstrdup((*cmd).pool, message.as_ptr()) }
+            }
+        }
+    })
+}

@@ -1,0 +1,223 @@
+//! The `WSGI*` directives this module accepts: their names, where they may be written, and how
+//! their arguments change the configuration records.
+
+use std::ffi::CStr;
+
+use super::{ConfigError, DirConfig, GroupSpec, ScriptAlias, ServerConfig, parse_on_off};
+
+/// Where a directive may appear (Apache's `req_override` for it is derived from this).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// Main server configuration only.
+    Global,
+    /// Server configuration and `<VirtualHost>`.
+    Server,
+    /// Server, `<VirtualHost>` and directory sections.
+    Directory,
+    /// Everywhere, including `.htaccess` with `AllowOverride FileInfo`.
+    FileInfo,
+}
+
+/// One directive of the table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Directive {
+    /// `WSGIScriptAlias URL-path file [options]`.
+    ScriptAlias,
+    /// `WSGIScriptAliasMatch regex file [options]`.
+    ScriptAliasMatch,
+    /// `WSGICallableObject name`.
+    CallableObject,
+    /// `WSGIApplicationGroup name`.
+    ApplicationGroup,
+    /// `WSGIPassAuthorization On|Off`.
+    PassAuthorization,
+    /// `WSGIScriptReloading On|Off`.
+    ScriptReloading,
+    /// `WSGIChunkedRequest On|Off`.
+    ChunkedRequest,
+    /// `WSGIPythonHome prefix`.
+    PythonHome,
+    /// `WSGIPythonPath dir[:dir]`.
+    PythonPath,
+    /// `WSGIPythonOptimize 0|1|2`.
+    PythonOptimize,
+    /// `WSGIDontWriteBytecode On|Off`.
+    DontWriteBytecode,
+    /// `WSGIRestrictStdout On|Off`.
+    RestrictStdout,
+    /// `WSGIRestrictStdin On|Off`.
+    RestrictStdin,
+    /// `WSGIRestrictSignal On|Off`.
+    RestrictSignal,
+    /// `WSGIDestroyInterpreter On|Off`.
+    DestroyInterpreter,
+}
+
+impl Directive {
+    /// Every directive, in table order.
+    pub const ALL: &'static [Directive] = &[
+        Self::ScriptAlias,
+        Self::ScriptAliasMatch,
+        Self::CallableObject,
+        Self::ApplicationGroup,
+        Self::PassAuthorization,
+        Self::ScriptReloading,
+        Self::ChunkedRequest,
+        Self::PythonHome,
+        Self::PythonPath,
+        Self::PythonOptimize,
+        Self::DontWriteBytecode,
+        Self::RestrictStdout,
+        Self::RestrictStdin,
+        Self::RestrictSignal,
+        Self::DestroyInterpreter,
+    ];
+
+    /// The directive's name as written in `httpd.conf`, NUL-terminated for Apache's table.
+    pub const fn c_name(self) -> &'static CStr {
+        match self {
+            Self::ScriptAlias => c"WSGIScriptAlias",
+            Self::ScriptAliasMatch => c"WSGIScriptAliasMatch",
+            Self::CallableObject => c"WSGICallableObject",
+            Self::ApplicationGroup => c"WSGIApplicationGroup",
+            Self::PassAuthorization => c"WSGIPassAuthorization",
+            Self::ScriptReloading => c"WSGIScriptReloading",
+            Self::ChunkedRequest => c"WSGIChunkedRequest",
+            Self::PythonHome => c"WSGIPythonHome",
+            Self::PythonPath => c"WSGIPythonPath",
+            Self::PythonOptimize => c"WSGIPythonOptimize",
+            Self::DontWriteBytecode => c"WSGIDontWriteBytecode",
+            Self::RestrictStdout => c"WSGIRestrictStdout",
+            Self::RestrictStdin => c"WSGIRestrictStdin",
+            Self::RestrictSignal => c"WSGIRestrictSignal",
+            Self::DestroyInterpreter => c"WSGIDestroyInterpreter",
+        }
+    }
+
+    /// The directive's name as written in `httpd.conf`.
+    pub fn name(self) -> &'static str {
+        self.c_name().to_str().unwrap_or("WSGI?")
+    }
+
+    /// Where it may be written.
+    pub const fn scope(self) -> Scope {
+        match self {
+            Self::ScriptAlias | Self::ScriptAliasMatch => Scope::Server,
+            Self::ApplicationGroup => Scope::Directory,
+            Self::CallableObject
+            | Self::PassAuthorization
+            | Self::ScriptReloading
+            | Self::ChunkedRequest => Scope::FileInfo,
+            Self::PythonHome
+            | Self::PythonPath
+            | Self::PythonOptimize
+            | Self::DontWriteBytecode
+            | Self::RestrictStdout
+            | Self::RestrictStdin
+            | Self::RestrictSignal
+            | Self::DestroyInterpreter => Scope::Global,
+        }
+    }
+
+    /// One line of usage, shown by `apache2 -h`-style listings and in argument-count errors.
+    pub fn usage(self) -> &'static str {
+        match self {
+            Self::ScriptAlias => "URL-path file-or-folder [process-group=…] [application-group=…]",
+            Self::ScriptAliasMatch => "regex file-or-folder [options]",
+            Self::CallableObject => "name of the WSGI callable in the script (default application)",
+            Self::ApplicationGroup => {
+                "%{GLOBAL} | %{SERVER} | %{HOST} | %{RESOURCE} | %{ENV:VAR} | name"
+            }
+            Self::PythonHome => "prefix of the Python installation or virtual environment",
+            Self::PythonPath => "folders to add to sys.path, separated by ':'",
+            Self::PythonOptimize => "0, 1 or 2",
+            _ => "On | Off",
+        }
+    }
+
+    /// Applies the directive's arguments. `server` is the record of the server or virtual host
+    /// being configured, `dir` the record of the enclosing section.
+    pub fn apply(
+        self,
+        args: &[String],
+        server: &mut ServerConfig,
+        dir: &mut DirConfig,
+    ) -> Result<(), ConfigError> {
+        let name = self.name();
+        match self {
+            Self::ScriptAlias | Self::ScriptAliasMatch => {
+                let alias = ScriptAlias::parse(name, args, self == Self::ScriptAliasMatch)?;
+                server.script_aliases.push(alias);
+                return Ok(());
+            }
+            _ => {}
+        }
+        let [value] = args else {
+            return Err(ConfigError::invalid(
+                name,
+                format!("takes one argument ({}), got {}", self.usage(), args.len()),
+            ));
+        };
+        let python = &mut server.python;
+        match self {
+            Self::CallableObject => dir.set_callable_object(value)?,
+            Self::ApplicationGroup => dir.application_group = Some(GroupSpec::parse(name, value)?),
+            Self::PassAuthorization => dir.pass_authorization = Some(parse_on_off(name, value)?),
+            Self::ScriptReloading => dir.script_reloading = Some(parse_on_off(name, value)?),
+            Self::ChunkedRequest => dir.chunked_request = Some(parse_on_off(name, value)?),
+            Self::PythonHome => python.set_home(value)?,
+            Self::PythonPath => python.add_path(value)?,
+            Self::PythonOptimize => python.set_optimize(value)?,
+            Self::DontWriteBytecode => python.dont_write_bytecode = parse_on_off(name, value)?,
+            Self::RestrictStdout => python.restrict_stdout = parse_on_off(name, value)?,
+            Self::RestrictStdin => python.restrict_stdin = parse_on_off(name, value)?,
+            Self::RestrictSignal => python.restrict_signal = parse_on_off(name, value)?,
+            Self::DestroyInterpreter => python.destroy_interpreter = parse_on_off(name, value)?,
+            Self::ScriptAlias | Self::ScriptAliasMatch => unreachable!("handled above"),
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn apply(d: Directive, args: &[&str]) -> Result<(ServerConfig, DirConfig), ConfigError> {
+        let (mut s, mut dir) = (ServerConfig::default(), DirConfig::default());
+        let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+        d.apply(&args, &mut s, &mut dir).map(|()| (s, dir))
+    }
+
+    #[test]
+    fn every_directive_has_a_unique_wsgi_name() {
+        let mut names: Vec<_> = Directive::ALL.iter().map(|d| d.name()).collect();
+        assert!(names.iter().all(|n| n.starts_with("WSGI")));
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), Directive::ALL.len());
+    }
+
+    #[test]
+    fn single_argument_directives_check_their_count() {
+        let err = apply(Directive::PythonOptimize, &["1", "2"]).unwrap_err();
+        assert!(err.to_string().contains("takes one argument"), "{err}");
+        assert!(apply(Directive::RestrictStdout, &[]).is_err());
+    }
+
+    #[test]
+    fn values_land_in_the_right_record() {
+        let (s, _) = apply(Directive::PythonHome, &["/venv"]).unwrap();
+        assert_eq!(
+            s.python.home.as_deref(),
+            Some(std::path::Path::new("/venv"))
+        );
+        let (_, d) = apply(Directive::ApplicationGroup, &["%{GLOBAL}"]).unwrap();
+        assert_eq!(d.application_group, Some(GroupSpec::Global));
+        let (s, _) = apply(Directive::ScriptAlias, &["/", "/srv/a.wsgi"]).unwrap();
+        assert_eq!(s.script_aliases.len(), 1);
+        let (s, _) = apply(Directive::RestrictSignal, &["Off"]).unwrap();
+        assert!(!s.python.restrict_signal);
+    }
+}

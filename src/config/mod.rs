@@ -1,0 +1,311 @@
+//! Typed configuration: what the `WSGI*` directives mean, parsed and validated in safe Rust.
+//!
+//! Apache hands each directive's arguments to `src/apache/directives.rs`, which calls the
+//! parsers here and stores the result in one of two records:
+//! - [`ServerConfig`], one per server and virtual host (script aliases; on the main server also
+//!   the process-wide [`PythonSettings`]);
+//! - [`DirConfig`], one per configuration section (`<Directory>`, `<Location>`, …, and the
+//!   server-level defaults), merged by Apache along the section hierarchy for each request.
+//!
+//! Every parse error is a [`ConfigError`]; Apache prints it with the file and line of the
+//! directive and `apache2 -t` fails.
+
+mod alias;
+mod directive;
+mod group;
+
+use std::path::PathBuf;
+
+pub use alias::{AliasMatch, AliasOptions, AliasPattern, ScriptAlias};
+pub use directive::{Directive, Scope};
+pub use group::{GroupContext, GroupSpec, collapse_slashes};
+
+/// A directive's arguments could not be accepted.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// An On/Off directive got something else.
+    #[error("{directive} must be one of: Off | On")]
+    NotOnOff {
+        /// The directive's name.
+        directive: &'static str,
+    },
+    /// A value is outside what the directive accepts.
+    #[error("{directive}: {reason}")]
+    Invalid {
+        /// The directive's name.
+        directive: &'static str,
+        /// Why the value was refused, for the person reading `apache2 -t`'s output.
+        reason: String,
+    },
+    /// An `option=value` argument the directive does not know.
+    #[error("{directive}: unknown option '{option}'; expected one of: {expected}")]
+    UnknownOption {
+        /// The directive's name.
+        directive: &'static str,
+        /// The option as written.
+        option: String,
+        /// The options the directive takes.
+        expected: &'static str,
+    },
+    /// The directive is not allowed where it was written.
+    #[error("{directive} cannot occur within <VirtualHost> or a directory section")]
+    NotGlobal {
+        /// The directive's name.
+        directive: &'static str,
+    },
+}
+
+impl ConfigError {
+    /// Shorthand for [`ConfigError::Invalid`].
+    pub fn invalid(directive: &'static str, reason: impl Into<String>) -> Self {
+        Self::Invalid {
+            directive,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Parses an On/Off argument (case-insensitive), as Apache's `FLAG` directives do.
+pub fn parse_on_off(directive: &'static str, value: &str) -> Result<bool, ConfigError> {
+    if value.eq_ignore_ascii_case("on") {
+        Ok(true)
+    } else if value.eq_ignore_ascii_case("off") {
+        Ok(false)
+    } else {
+        Err(ConfigError::NotOnOff { directive })
+    }
+}
+
+/// Process-wide Python settings: server scope only, read from the main server's record when an
+/// Apache child starts Python.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PythonSettings {
+    /// `WSGIPythonHome`: a Python prefix or a virtual environment.
+    pub home: Option<PathBuf>,
+    /// `WSGIPythonPath`: folders added with `site.addsitedir` and moved to the front of
+    /// `sys.path`.
+    pub path: Vec<PathBuf>,
+    /// `WSGIPythonOptimize`: 0, 1 or 2.
+    pub optimize: u8,
+    /// `WSGIDontWriteBytecode On`.
+    pub dont_write_bytecode: bool,
+    /// `WSGIRestrictStdout On`: `sys.stdout` refuses any use.
+    pub restrict_stdout: bool,
+    /// `WSGIRestrictStdin On`: `sys.stdin` refuses any use.
+    pub restrict_stdin: bool,
+    /// `WSGIRestrictSignal` (On by default): `signal.signal()` is logged and ignored.
+    pub restrict_signal: bool,
+    /// `WSGIDestroyInterpreter` (On by default): end interpreters when the process stops.
+    pub destroy_interpreter: bool,
+}
+
+impl Default for PythonSettings {
+    fn default() -> Self {
+        Self {
+            home: None,
+            path: Vec::new(),
+            optimize: 0,
+            dont_write_bytecode: false,
+            restrict_stdout: false,
+            restrict_stdin: false,
+            restrict_signal: true,
+            destroy_interpreter: true,
+        }
+    }
+}
+
+impl PythonSettings {
+    /// `WSGIPythonHome prefix`.
+    pub fn set_home(&mut self, value: &str) -> Result<(), ConfigError> {
+        if value.is_empty() {
+            return Err(ConfigError::invalid("WSGIPythonHome", "the path is empty"));
+        }
+        self.home = Some(PathBuf::from(value));
+        Ok(())
+    }
+
+    /// `WSGIPythonPath dir[:dir…]`; repeated directives add up.
+    pub fn add_path(&mut self, value: &str) -> Result<(), ConfigError> {
+        let dirs: Vec<PathBuf> = value
+            .split(':')
+            .filter(|d| !d.is_empty())
+            .map(PathBuf::from)
+            .collect();
+        if dirs.is_empty() {
+            return Err(ConfigError::invalid("WSGIPythonPath", "no directory given"));
+        }
+        self.path.extend(dirs);
+        Ok(())
+    }
+
+    /// `WSGIPythonOptimize 0|1|2`.
+    pub fn set_optimize(&mut self, value: &str) -> Result<(), ConfigError> {
+        self.optimize = match value.trim() {
+            "0" => 0,
+            "1" => 1,
+            "2" => 2,
+            other => {
+                return Err(ConfigError::invalid(
+                    "WSGIPythonOptimize",
+                    format!("'{other}' is not an optimisation level; use 0, 1 or 2"),
+                ));
+            }
+        };
+        Ok(())
+    }
+}
+
+/// Settings of one server or virtual host.
+#[derive(Clone, Debug, Default)]
+pub struct ServerConfig {
+    /// `WSGIScriptAlias`/`WSGIScriptAliasMatch`, in the order written; a virtual host's own
+    /// come before the main server's after merging.
+    pub script_aliases: Vec<ScriptAlias>,
+    /// Meaningful on the main server only.
+    pub python: PythonSettings,
+}
+
+impl ServerConfig {
+    /// The record of a virtual host (`over`) on top of the main server's (`base`).
+    pub fn merge(base: &Self, over: &Self) -> Self {
+        let mut script_aliases = over.script_aliases.clone();
+        script_aliases.extend(base.script_aliases.iter().cloned());
+        Self {
+            script_aliases,
+            python: base.python.clone(),
+        }
+    }
+
+    /// The first alias that maps `uri`, with what it maps it to.
+    pub fn find_alias(&self, uri: &str) -> Option<(&ScriptAlias, AliasMatch)> {
+        self.script_aliases
+            .iter()
+            .find_map(|alias| alias.apply(uri).map(|m| (alias, m)))
+    }
+}
+
+/// Settings of one configuration section; `None` means "not set here, inherit".
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DirConfig {
+    /// `WSGICallableObject`.
+    pub callable_object: Option<String>,
+    /// `WSGIApplicationGroup`.
+    pub application_group: Option<GroupSpec>,
+    /// `WSGIPassAuthorization`.
+    pub pass_authorization: Option<bool>,
+    /// `WSGIScriptReloading`.
+    pub script_reloading: Option<bool>,
+    /// `WSGIChunkedRequest`.
+    pub chunked_request: Option<bool>,
+}
+
+impl DirConfig {
+    /// `over` (the more specific section) on top of `base`.
+    pub fn merge(base: &Self, over: &Self) -> Self {
+        Self {
+            callable_object: over
+                .callable_object
+                .clone()
+                .or_else(|| base.callable_object.clone()),
+            application_group: over
+                .application_group
+                .clone()
+                .or_else(|| base.application_group.clone()),
+            pass_authorization: over.pass_authorization.or(base.pass_authorization),
+            script_reloading: over.script_reloading.or(base.script_reloading),
+            chunked_request: over.chunked_request.or(base.chunked_request),
+        }
+    }
+
+    /// `WSGICallableObject name`.
+    pub fn set_callable_object(&mut self, value: &str) -> Result<(), ConfigError> {
+        self.callable_object = Some(parse_callable_object("WSGICallableObject", value)?);
+        Ok(())
+    }
+}
+
+/// A callable name: a Python identifier, or `%{ENV:VAR}`.
+pub fn parse_callable_object(directive: &'static str, value: &str) -> Result<String, ConfigError> {
+    let is_identifier = value
+        .chars()
+        .next()
+        .is_some_and(|c| c == '_' || c.is_alphabetic())
+        && value.chars().all(|c| c == '_' || c.is_alphanumeric());
+    let is_env = value.starts_with("%{ENV:") && value.ends_with('}') && value.len() > 7;
+    if is_identifier || is_env {
+        Ok(value.to_owned())
+    } else {
+        Err(ConfigError::invalid(
+            directive,
+            format!("'{value}' is not a Python identifier (or %{{ENV:VAR}})"),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn on_off_is_case_insensitive_and_strict() {
+        assert_eq!(parse_on_off("X", "ON"), Ok(true));
+        assert_eq!(parse_on_off("X", "off"), Ok(false));
+        assert_eq!(
+            parse_on_off("WSGIScriptReloading", "yes")
+                .unwrap_err()
+                .to_string(),
+            "WSGIScriptReloading must be one of: Off | On"
+        );
+    }
+
+    #[test]
+    fn optimize_takes_only_0_1_2() {
+        let mut p = PythonSettings::default();
+        p.set_optimize("2").unwrap();
+        assert_eq!(p.optimize, 2);
+        assert!(p.set_optimize("3").is_err());
+        assert!(p.set_optimize("x").is_err());
+    }
+
+    #[test]
+    fn python_path_splits_on_colons_and_accumulates() {
+        let mut p = PythonSettings::default();
+        p.add_path("/a:/b").unwrap();
+        p.add_path("/c").unwrap();
+        assert_eq!(
+            p.path,
+            vec![
+                PathBuf::from("/a"),
+                PathBuf::from("/b"),
+                PathBuf::from("/c")
+            ]
+        );
+        assert!(p.add_path(":").is_err());
+    }
+
+    #[test]
+    fn callable_names_are_identifiers() {
+        assert!(parse_callable_object("X", "application").is_ok());
+        assert!(parse_callable_object("X", "_app2").is_ok());
+        assert!(parse_callable_object("X", "%{ENV:APP}").is_ok());
+        assert!(parse_callable_object("X", "my-app").is_err());
+        assert!(parse_callable_object("X", "").is_err());
+    }
+
+    #[test]
+    fn dir_merge_prefers_the_specific_section() {
+        let base = DirConfig {
+            callable_object: Some("a".into()),
+            script_reloading: Some(true),
+            ..DirConfig::default()
+        };
+        let over = DirConfig {
+            callable_object: Some("b".into()),
+            ..DirConfig::default()
+        };
+        let merged = DirConfig::merge(&base, &over);
+        assert_eq!(merged.callable_object.as_deref(), Some("b"));
+        assert_eq!(merged.script_reloading, Some(true));
+    }
+}

@@ -1,0 +1,123 @@
+//! Running a WSGI application inside the Apache child: the request's CGI variables are gathered
+//! from Apache, then the application runs in its interpreter with an [`EmbeddedBackend`] over
+//! the request's I/O.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use super::{application_group, callable_object, split_script_name};
+use crate::apache::{Header, IoError, Request, RequestIo, sys};
+use crate::config::AliasOptions;
+use crate::python::runtime;
+use crate::wsgi::response::ResponseHead;
+use crate::wsgi::{self, Backend, BackendError, Outcome, RequestSpec};
+
+/// The WSGI backend of an embedded request: Apache's own request I/O.
+pub struct EmbeddedBackend(RequestIo);
+
+fn backend_error(e: IoError) -> BackendError {
+    match e {
+        IoError::Read => BackendError::Read,
+        IoError::Write => BackendError::Write,
+        _ => BackendError::Ended,
+    }
+}
+
+impl Backend for EmbeddedBackend {
+    fn read(&self, buf: &mut [u8]) -> Result<usize, BackendError> {
+        self.0.read(buf).map_err(backend_error)
+    }
+
+    fn set_head(&self, head: &ResponseHead) -> Result<(), BackendError> {
+        let headers: Vec<Header<'_>> = head
+            .headers
+            .iter()
+            .map(|(name, value)| Header { name, value })
+            .collect();
+        self.0
+            .set_head(head.status, head.reason.as_deref(), &headers)
+            .map_err(backend_error)
+    }
+
+    fn write(&self, data: &[u8]) -> Result<(), BackendError> {
+        self.0.write(data).map_err(backend_error)
+    }
+
+    fn abort(&self) {
+        let _ = self.0.abort();
+    }
+}
+
+/// Serves the request with the application in `script`.
+pub(super) fn serve(r: &mut Request<'_>, script: &str, options: Option<&AliasOptions>) -> i32 {
+    let dir = r.dir_config();
+    if let Err(status) = r.setup_body(dir.chunked_request.unwrap_or(false)) {
+        return status;
+    }
+    // Header names with characters other than letters, digits and '-' could be confused with
+    // others once turned into CGI names (X-Foo_Bar vs X-Foo-Bar): drop them.
+    r.remove_headers_in(|name| !name.iter().all(|&b| b.is_ascii_alphanumeric() || b == b'-'));
+    r.add_common_vars();
+
+    let request_id = r.log_id();
+    let (script_name, path_info) = split_script_name(r.uri(), r.path_info());
+    let group = application_group(r, options, &script_name);
+    let callable = callable_object(r, options);
+    let pass_authorization = options
+        .and_then(|o| o.pass_authorization)
+        .or(dir.pass_authorization)
+        .unwrap_or(false);
+
+    let mut cgi: Vec<(&[u8], &[u8])> = r.subprocess_env().collect();
+    cgi.extend_from_slice(&[
+        (b"GATEWAY_INTERFACE".as_slice(), b"CGI/1.1".as_slice()),
+        (b"SERVER_PROTOCOL", r.protocol()),
+        (b"REQUEST_METHOD", r.method()),
+        (b"QUERY_STRING", r.args()),
+        (b"REQUEST_URI", r.unparsed_uri()),
+        (b"SCRIPT_NAME", script_name.as_bytes()),
+        (b"PATH_INFO", path_info.as_bytes()),
+    ]);
+    if pass_authorization {
+        if let Some(auth) = r.header_in(c"Authorization") {
+            cgi.push((b"HTTP_AUTHORIZATION", auth));
+        }
+    }
+
+    let info = runtime::settings().map(|(_, info)| info.clone());
+    let (threads, processes, apache_version) = info.as_ref().map_or((1, 1, (2, 4, 0)), |i| {
+        (i.threads_per_process, i.maximum_processes, i.apache_version)
+    });
+    let request_start = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    let spec = RequestSpec {
+        script,
+        script_mtime: r.file_mtime(),
+        reloading: dir.script_reloading.unwrap_or(true),
+        callable: &callable,
+        cgi,
+        process_group: "",
+        application_group: &group,
+        request_handler: "wsgi-script",
+        request_id: &request_id,
+        request_start,
+        multithread: threads > 1,
+        multiprocess: processes > 1,
+        apache_version,
+    };
+
+    let outcome = r.with_io(|io| {
+        let backend: Arc<dyn Backend> = Arc::new(EmbeddedBackend(io.clone()));
+        runtime::run_in(&group, |py| wsgi::serve(py, &spec, backend))
+    });
+    match outcome {
+        Ok(Outcome::Sent) => sys::OK as i32,
+        Ok(Outcome::NoCallable) => sys::HTTP_NOT_FOUND as i32,
+        Ok(Outcome::Failed) => sys::HTTP_INTERNAL_SERVER_ERROR as i32,
+        Err(e) => {
+            tracing::error!("WSGI0023: cannot run '{script}': {e}");
+            sys::HTTP_INTERNAL_SERVER_ERROR as i32
+        }
+    }
+}

@@ -1,0 +1,168 @@
+//! The embedded-mode request path: `WSGIScriptAlias` mapping (translate_name) and the
+//! `wsgi-script` content handler, which runs the application inside the Apache child.
+//!
+//! Called from the hooks in `src/apache/module.rs` with a safe [`Request`]; returns Apache
+//! status codes.
+
+mod embedded;
+
+use std::borrow::Cow;
+
+use crate::apache::{FileKind, Request, sys};
+use crate::config::{AliasOptions, GroupContext, GroupSpec, collapse_slashes};
+
+pub use embedded::EmbeddedBackend;
+
+/// Handler names this module serves (`r->handler`).
+const HANDLERS: &[&[u8]] = &[b"wsgi-script", b"application/x-httpd-wsgi"];
+
+/// Note recording which script alias mapped the request (its index in the server's list).
+const ALIAS_NOTE: &std::ffi::CStr = c"mod_wsgi.alias";
+
+/// translate_name: maps a URL covered by `WSGIScriptAlias`/`WSGIScriptAliasMatch` to its script.
+pub fn translate(r: &mut Request<'_>) -> i32 {
+    let uri = String::from_utf8_lossy(r.uri());
+    if !uri.starts_with('/') {
+        return sys::DECLINED;
+    }
+    let config = r.server_config();
+    let Some((index, found)) = config
+        .script_aliases
+        .iter()
+        .enumerate()
+        .find_map(|(i, alias)| alias.apply(&uri).map(|m| (i, m)))
+    else {
+        return sys::DECLINED;
+    };
+    r.set_filename(&found.filename);
+    r.set_handler(c"wsgi-script");
+    r.set_note(ALIAS_NOTE, &index.to_string());
+    sys::OK as i32
+}
+
+/// The options of the alias that mapped this request, if one did.
+fn alias_options<'r>(r: &Request<'r>) -> Option<&'r AliasOptions> {
+    let index: usize = std::str::from_utf8(r.note(ALIAS_NOTE)?)
+        .ok()?
+        .parse()
+        .ok()?;
+    r.server_config()
+        .script_aliases
+        .get(index)
+        .map(|a| &a.options)
+}
+
+/// The content handler.
+pub fn handle(r: &mut Request<'_>) -> i32 {
+    if !HANDLERS.contains(&r.handler()) {
+        return sys::DECLINED;
+    }
+    let script = String::from_utf8_lossy(r.filename()).into_owned();
+    match r.file_kind() {
+        FileKind::Regular => {}
+        FileKind::Missing => {
+            tracing::error!("WSGI0020: target WSGI script not found or unable to stat: '{script}'");
+            return sys::HTTP_NOT_FOUND as i32;
+        }
+        FileKind::Directory | FileKind::Other => {
+            tracing::error!("WSGI0021: target WSGI script '{script}' is not a regular file");
+            return sys::HTTP_FORBIDDEN as i32;
+        }
+    }
+    let options = alias_options(r);
+    if options.is_none() && !r.allows_exec_cgi() {
+        tracing::error!(
+            "WSGI0022: Options ExecCGI is off in this directory: '{script}' (a .wsgi file served \
+             by AddHandler needs `Options ExecCGI`)"
+        );
+        return sys::HTTP_FORBIDDEN as i32;
+    }
+    if r.rejects_path_info() && !r.path_info().is_empty() {
+        return sys::HTTP_NOT_FOUND as i32;
+    }
+    embedded::serve(r, &script, options)
+}
+
+/// `SCRIPT_NAME` and `PATH_INFO` of a request: the URI minus the path info, and the path info,
+/// with runs of slashes collapsed; a trailing slash of the mount point belongs to `PATH_INFO`.
+fn split_script_name(uri: &[u8], path_info: &[u8]) -> (String, String) {
+    let uri = String::from_utf8_lossy(uri);
+    let path_info = String::from_utf8_lossy(path_info);
+    let script_name: Cow<'_, str> = match uri.strip_suffix(path_info.as_ref()) {
+        Some(prefix) => Cow::Borrowed(prefix),
+        None => Cow::Borrowed(uri.as_ref()),
+    };
+    let mut script_name = collapse_slashes(&script_name);
+    let mut path_info = collapse_slashes(&path_info);
+    while script_name.ends_with('/') {
+        script_name.pop();
+        path_info.insert(0, '/');
+        path_info = collapse_slashes(&path_info);
+    }
+    (script_name, path_info)
+}
+
+/// The application group name for this request.
+fn application_group(r: &Request<'_>, options: Option<&AliasOptions>, script_name: &str) -> String {
+    let spec = options
+        .and_then(|o| o.application_group.as_ref())
+        .or(r.dir_config().application_group.as_ref())
+        .unwrap_or(&GroupSpec::Resource);
+    let server_name = r.server_name();
+    let host = r.header_in(c"Host").map(String::from_utf8_lossy);
+    let lookup = |var: &str| env_lookup(r, var);
+    spec.resolve(&GroupContext {
+        server_name: &server_name,
+        port: r.local_port(),
+        host_header: host.as_deref(),
+        script_name,
+        lookup_env: &lookup,
+    })
+}
+
+/// `%{ENV:VAR}`: the request's notes, then its environment, then the process environment.
+fn env_lookup(r: &Request<'_>, var: &str) -> Option<String> {
+    let name = std::ffi::CString::new(var).ok()?;
+    r.note(&name)
+        .or_else(|| r.env_var(&name))
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .or_else(|| std::env::var(var).ok())
+}
+
+/// The name of the application callable.
+fn callable_object(r: &Request<'_>, options: Option<&AliasOptions>) -> String {
+    let configured = options
+        .and_then(|o| o.callable_object.as_deref())
+        .or(r.dir_config().callable_object.as_deref())
+        .unwrap_or("application");
+    match configured
+        .strip_prefix("%{ENV:")
+        .and_then(|v| v.strip_suffix('}'))
+    {
+        Some(var) => env_lookup(r, var).unwrap_or_else(|| "application".into()),
+        None => configured.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_script_name;
+
+    fn split(uri: &str, pi: &str) -> (String, String) {
+        split_script_name(uri.as_bytes(), pi.as_bytes())
+    }
+
+    #[test]
+    fn root_mount() {
+        assert_eq!(split("/", "/"), (String::new(), "/".into()));
+        assert_eq!(split("/a/b", "/a/b"), (String::new(), "/a/b".into()));
+    }
+
+    #[test]
+    fn sub_path_mount() {
+        assert_eq!(split("/app", ""), ("/app".into(), String::new()));
+        assert_eq!(split("/app/", "/"), ("/app".into(), "/".into()));
+        assert_eq!(split("/app/x//y", "/x//y"), ("/app".into(), "/x/y".into()));
+        assert_eq!(split("//app//x", "/x"), ("/app".into(), "/x".into()));
+    }
+}

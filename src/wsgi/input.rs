@@ -1,0 +1,260 @@
+//! `wsgi.input`: the request body as a read-only binary file.
+//!
+//! `read`, `readline`, `readlines` and iteration work as PEP 3333 asks (and as `io` streams do:
+//! `read()` and `read(-1)` read to the end, `read(n)` returns fewer than `n` bytes only at the
+//! end). Reads release the GIL. A failed read (the client sent less than its Content-Length,
+//! went away, or sent bad chunking) raises `OSError` and keeps failing after.
+
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use pyo3::exceptions::PyOSError;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyList};
+
+use super::{Backend, BackendError};
+
+const CHUNK: usize = 64 * 1024;
+
+#[derive(Default)]
+struct State {
+    /// Bytes read from the backend and not yet returned.
+    buffer: Vec<u8>,
+    /// Where the unread part of `buffer` starts.
+    start: usize,
+    eof: bool,
+    failed: Option<BackendError>,
+}
+
+impl State {
+    fn available(&self) -> &[u8] {
+        &self.buffer[self.start..]
+    }
+
+    /// Reads one more chunk into the buffer; `Ok(false)` at the end of the body.
+    fn fill(&mut self, backend: &dyn Backend) -> Result<bool, BackendError> {
+        if let Some(e) = self.failed {
+            return Err(e);
+        }
+        if self.eof {
+            return Ok(false);
+        }
+        if self.start > 0 {
+            self.buffer.drain(..self.start);
+            self.start = 0;
+        }
+        let old = self.buffer.len();
+        self.buffer.resize(old + CHUNK, 0);
+        match backend.read(&mut self.buffer[old..]) {
+            Ok(0) => {
+                self.buffer.truncate(old);
+                self.eof = true;
+                Ok(false)
+            }
+            Ok(n) => {
+                self.buffer.truncate(old + n);
+                Ok(true)
+            }
+            Err(e) => {
+                self.buffer.truncate(old);
+                self.failed = Some(e);
+                Err(e)
+            }
+        }
+    }
+
+    fn take(&mut self, n: usize) -> Vec<u8> {
+        let n = n.min(self.available().len());
+        let out = self.available()[..n].to_vec();
+        self.start += n;
+        out
+    }
+
+    /// Up to `limit` bytes (all when `None`).
+    fn read(
+        &mut self,
+        backend: &dyn Backend,
+        limit: Option<usize>,
+    ) -> Result<Vec<u8>, BackendError> {
+        while limit.is_none_or(|n| self.available().len() < n) {
+            if !self.fill(backend)? {
+                break;
+            }
+        }
+        Ok(self.take(limit.unwrap_or(usize::MAX)))
+    }
+
+    /// One line (with its `\n`), at most `limit` bytes.
+    fn readline(
+        &mut self,
+        backend: &dyn Backend,
+        limit: Option<usize>,
+    ) -> Result<Vec<u8>, BackendError> {
+        let mut scanned = 0;
+        loop {
+            let avail = self.available();
+            if let Some(i) = avail[scanned..].iter().position(|&b| b == b'\n') {
+                let end = scanned + i + 1;
+                return Ok(self.take(limit.map_or(end, |l| l.min(end))));
+            }
+            if limit.is_some_and(|l| avail.len() >= l) {
+                return Ok(self.take(limit.unwrap_or(0)));
+            }
+            scanned = avail.len();
+            if !self.fill(backend)? {
+                return Ok(self.take(usize::MAX));
+            }
+        }
+    }
+}
+
+/// The `wsgi.input` object.
+#[pyclass(frozen, module = "mod_wsgi", name = "Input")]
+pub struct Input {
+    backend: Arc<dyn Backend>,
+    state: Mutex<State>,
+}
+
+impl Input {
+    /// The body of the request `backend` serves.
+    pub fn new(backend: Arc<dyn Backend>) -> Self {
+        Self {
+            backend,
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    fn run<'py>(
+        &self,
+        py: Python<'py>,
+        op: impl FnOnce(&mut State, &dyn Backend) -> Result<Vec<u8>, BackendError> + Send,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let backend = &*self.backend;
+        let state = &self.state;
+        let data = py
+            .detach(|| op(&mut state.lock(), backend))
+            .map_err(read_error)?;
+        Ok(PyBytes::new(py, &data))
+    }
+}
+
+fn read_error(e: BackendError) -> PyErr {
+    PyOSError::new_err(format!("mod_wsgi request data read error: {e}"))
+}
+
+/// `None` or a negative size mean "no limit".
+fn limit(size: Option<isize>) -> Option<usize> {
+    size.and_then(|s| usize::try_from(s).ok())
+}
+
+#[pymethods]
+impl Input {
+    #[pyo3(signature = (size = None))]
+    fn read<'py>(&self, py: Python<'py>, size: Option<isize>) -> PyResult<Bound<'py, PyBytes>> {
+        let limit = limit(size);
+        if limit == Some(0) {
+            return Ok(PyBytes::new(py, b""));
+        }
+        self.run(py, |st, b| st.read(b, limit))
+    }
+
+    #[pyo3(signature = (size = None))]
+    fn readline<'py>(&self, py: Python<'py>, size: Option<isize>) -> PyResult<Bound<'py, PyBytes>> {
+        let limit = limit(size);
+        if limit == Some(0) {
+            return Ok(PyBytes::new(py, b""));
+        }
+        self.run(py, |st, b| st.readline(b, limit))
+    }
+
+    #[pyo3(signature = (hint = None))]
+    fn readlines<'py>(&self, py: Python<'py>, hint: Option<isize>) -> PyResult<Bound<'py, PyList>> {
+        let hint = limit(hint).filter(|&h| h > 0);
+        let lines = PyList::empty(py);
+        let mut total = 0;
+        loop {
+            let line = self.readline(py, None)?;
+            let n = line.as_bytes().len();
+            if n == 0 {
+                break;
+            }
+            lines.append(line)?;
+            total += n;
+            if hint.is_some_and(|h| total >= h) {
+                break;
+            }
+        }
+        Ok(lines)
+    }
+
+    fn __iter__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
+        slf
+    }
+
+    fn __next__<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyBytes>>> {
+        let line = self.readline(py, None)?;
+        Ok((!line.as_bytes().is_empty()).then_some(line))
+    }
+
+    fn close(&self) {}
+
+    fn readable(&self) -> bool {
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wsgi::response::ResponseHead;
+
+    /// A backend that returns its body in small pieces.
+    struct Body(Mutex<(Vec<u8>, usize)>, usize);
+
+    impl Backend for Body {
+        fn read(&self, buf: &mut [u8]) -> Result<usize, BackendError> {
+            let mut g = self.0.lock();
+            let (data, pos) = &mut *g;
+            if *pos == usize::MAX {
+                return Err(BackendError::Read);
+            }
+            let n = buf.len().min(self.1).min(data.len() - *pos);
+            buf[..n].copy_from_slice(&data[*pos..*pos + n]);
+            *pos += n;
+            Ok(n)
+        }
+        fn set_head(&self, _: &ResponseHead) -> Result<(), BackendError> {
+            Ok(())
+        }
+        fn write(&self, _: &[u8]) -> Result<(), BackendError> {
+            Ok(())
+        }
+        fn abort(&self) {}
+    }
+
+    fn body(data: &[u8]) -> Body {
+        Body(Mutex::new((data.to_vec(), 0)), 3)
+    }
+
+    #[test]
+    fn read_sizes_and_lines() {
+        let b = body(b"ab\ncdef\ngh");
+        let mut st = State::default();
+        assert_eq!(st.read(&b, Some(1)).unwrap(), b"a");
+        assert_eq!(st.readline(&b, None).unwrap(), b"b\n");
+        assert_eq!(st.readline(&b, Some(2)).unwrap(), b"cd");
+        assert_eq!(st.readline(&b, None).unwrap(), b"ef\n");
+        assert_eq!(st.read(&b, None).unwrap(), b"gh");
+        assert_eq!(st.read(&b, None).unwrap(), b"");
+        assert_eq!(st.readline(&b, None).unwrap(), b"");
+    }
+
+    #[test]
+    fn errors_stick() {
+        let b = body(b"abc");
+        b.0.lock().1 = usize::MAX;
+        let mut st = State::default();
+        assert_eq!(st.read(&b, None), Err(BackendError::Read));
+        assert_eq!(st.read(&b, Some(1)), Err(BackendError::Read));
+    }
+}

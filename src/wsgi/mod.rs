@@ -1,0 +1,68 @@
+//! The WSGI objects and the request flow of PEP 3333, independent of where the request came
+//! from: an embedded Apache request now, a daemon-process connection later. The only link to
+//! the outside is the [`Backend`] trait.
+//!
+//! Everything here is safe Rust over pyo3's `Bound` API and runs while the thread is attached
+//! to the right interpreter (see `src/python/interp.rs`). Backend I/O always happens with the
+//! GIL released (`py.detach`), and no lock of this layer is ever held while the GIL is being
+//! re-acquired.
+
+pub mod call;
+pub mod environ;
+pub mod file_wrapper;
+pub mod input;
+pub mod response;
+pub mod script;
+
+use pyo3::prelude::*;
+
+pub use call::{Outcome, RequestSpec, serve};
+
+/// Where a request's body comes from and its response goes.
+pub trait Backend: Send + Sync {
+    /// Reads up to `buf.len()` body bytes; `Ok(0)` at the end.
+    fn read(&self, buf: &mut [u8]) -> Result<usize, BackendError>;
+    /// Sets the status line and headers (sent with the first body bytes or at the end).
+    fn set_head(&self, head: &response::ResponseHead) -> Result<(), BackendError>;
+    /// Sends body bytes.
+    fn write(&self, data: &[u8]) -> Result<(), BackendError>;
+    /// Ends the response abnormally, so the client sees it is incomplete.
+    fn abort(&self);
+}
+
+/// Why backend I/O failed.
+#[derive(Debug, thiserror::Error, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BackendError {
+    /// The request is over.
+    #[error("the request has ended")]
+    Ended,
+    /// The request body could not be read (client gone, short body, bad chunking).
+    #[error("request data read error")]
+    Read,
+    /// The client went away while the response was sent.
+    #[error("client connection closed")]
+    Write,
+}
+
+/// Logs a Python exception with its traceback, one error-log line per traceback line, and
+/// consumes it.
+pub fn report_exception(py: Python<'_>, err: PyErr, context: &str) {
+    let kind = err
+        .get_type(py)
+        .name()
+        .map_or_else(|_| "Exception".into(), |n| n.to_string());
+    tracing::error!("WSGI0010: {kind} raised while {context}:");
+    let formatted = py.import("traceback").and_then(|tb| {
+        tb.call_method1("format_exception", (err.value(py),))?
+            .extract::<Vec<String>>()
+    });
+    match formatted {
+        Ok(chunks) => {
+            for line in chunks.iter().flat_map(|chunk| chunk.lines()) {
+                tracing::error!("{line}");
+            }
+        }
+        Err(_) => tracing::error!("{kind}: (the traceback could not be formatted)"),
+    }
+}

@@ -1,0 +1,353 @@
+//! `start_response` and `write`: the response status and headers an application chooses, checked
+//! and copied into Rust strings at once (nothing keeps pointing into Python objects, which was
+//! CVE-2014-0242), and the body bytes on their way to the backend.
+
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use pyo3::exceptions::{PyOSError, PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
+
+use super::{Backend, BackendError};
+
+/// A validated status and header list.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResponseHead {
+    /// The three-digit code.
+    pub status: u16,
+    /// The reason phrase, when one was given.
+    pub reason: Option<String>,
+    /// Headers in order.
+    pub headers: Vec<(String, String)>,
+}
+
+/// Why a status or header is refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum HeadError {
+    /// The status line is not `NNN` or `NNN reason`.
+    #[error("invalid status line {0:?}: expected three digits, a space and a reason")]
+    Status(String),
+    /// A header name is empty or has a space or control character.
+    #[error("invalid header name {0:?}")]
+    Name(String),
+    /// A header value contains CR, LF or another control character.
+    #[error("header {0:?} has a value with a control character (CR/LF are not allowed)")]
+    Value(String),
+    /// Content-Length is not a non-negative integer.
+    #[error("invalid Content-Length {0:?}")]
+    ContentLength(String),
+}
+
+/// Parses a WSGI status string.
+pub fn parse_status(status: &str) -> Result<(u16, Option<String>), HeadError> {
+    let bad = || HeadError::Status(status.to_owned());
+    let bytes = status.as_bytes();
+    if bytes.len() < 3 || !bytes[..3].iter().all(u8::is_ascii_digit) {
+        return Err(bad());
+    }
+    let code: u16 = status[..3].parse().map_err(|_| bad())?;
+    if code < 100 {
+        return Err(bad());
+    }
+    match &status[3..] {
+        "" => Ok((code, None)),
+        rest => {
+            let reason = rest.strip_prefix(' ').ok_or_else(bad)?;
+            if reason.chars().any(char::is_control) {
+                return Err(bad());
+            }
+            Ok((code, Some(reason.to_owned())))
+        }
+    }
+}
+
+/// Checks one header.
+pub fn check_header(name: &str, value: &str) -> Result<(), HeadError> {
+    if name.is_empty() || name.chars().any(|c| c.is_control() || c == ' ' || c == ':') {
+        return Err(HeadError::Name(name.to_owned()));
+    }
+    if value.chars().any(|c| c.is_control() && c != '\t') {
+        return Err(HeadError::Value(name.to_owned()));
+    }
+    if name.eq_ignore_ascii_case("content-length") {
+        let v = value.trim();
+        if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(HeadError::ContentLength(value.to_owned()));
+        }
+    }
+    Ok(())
+}
+
+#[derive(Default)]
+struct State {
+    head: Option<ResponseHead>,
+    head_sent: bool,
+    content_length: Option<u64>,
+    sent: u64,
+    client_gone: bool,
+}
+
+/// How the end of a response went.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Finish {
+    /// Complete.
+    Complete,
+    /// The application never called `start_response`.
+    NotStarted,
+    /// Fewer bytes than the declared Content-Length were sent; the connection was cut.
+    Short {
+        /// Declared length.
+        declared: u64,
+        /// Bytes sent.
+        sent: u64,
+    },
+}
+
+/// The `start_response` callable given to the application; its `write` method is the
+/// callable `start_response` returns.
+#[pyclass(frozen, module = "mod_wsgi", name = "StartResponse")]
+pub struct StartResponse {
+    backend: Arc<dyn Backend>,
+    state: Mutex<State>,
+}
+
+impl StartResponse {
+    /// A fresh response for one request.
+    pub fn new(backend: Arc<dyn Backend>) -> Self {
+        Self {
+            backend,
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    /// Whether the status and headers went out.
+    pub fn head_sent(&self) -> bool {
+        self.state.lock().head_sent
+    }
+
+    /// Sends a body block: the head first if it has not gone yet, then at most what
+    /// Content-Length still allows. `Ok(false)` when the client has gone.
+    pub fn send(&self, py: Python<'_>, data: &[u8]) -> PyResult<bool> {
+        let backend = &*self.backend;
+        let state = &self.state;
+        let result = py.detach(|| {
+            let mut st = state.lock();
+            if st.client_gone {
+                return Ok(false);
+            }
+            let Some(head) = st.head.as_ref() else {
+                return Err(SendError::NotStarted);
+            };
+            if data.is_empty() {
+                return Ok(true);
+            }
+            if !st.head_sent {
+                backend.set_head(head).map_err(SendError::Backend)?;
+                st.head_sent = true;
+            }
+            let allowed = match st.content_length {
+                Some(declared) => {
+                    let left = declared.saturating_sub(st.sent);
+                    &data[..data.len().min(usize::try_from(left).unwrap_or(usize::MAX))]
+                }
+                None => data,
+            };
+            if !allowed.is_empty() {
+                if let Err(e) = backend.write(allowed) {
+                    st.client_gone = true;
+                    tracing::debug!("client went away while sending the response: {e}");
+                    return Ok(false);
+                }
+                st.sent += allowed.len() as u64;
+            }
+            Ok(true)
+        });
+        result.map_err(SendError::into_py)
+    }
+
+    /// Completes the response after the application's iterable is exhausted.
+    pub fn finish(&self, py: Python<'_>) -> Result<Finish, BackendError> {
+        let backend = &*self.backend;
+        let state = &self.state;
+        py.detach(|| {
+            let mut st = state.lock();
+            if !st.head_sent {
+                let Some(head) = st.head.as_ref() else {
+                    return Ok(Finish::NotStarted);
+                };
+                backend.set_head(head)?;
+                st.head_sent = true;
+            }
+            match st.content_length {
+                Some(declared) if st.sent < declared && !st.client_gone => {
+                    backend.abort();
+                    Ok(Finish::Short {
+                        declared,
+                        sent: st.sent,
+                    })
+                }
+                _ => Ok(Finish::Complete),
+            }
+        })
+    }
+
+    /// Cuts the response short after an error (only meaningful once the head was sent).
+    pub fn abort(&self, py: Python<'_>) {
+        let backend = &*self.backend;
+        py.detach(|| backend.abort());
+    }
+}
+
+enum SendError {
+    NotStarted,
+    Backend(BackendError),
+}
+
+impl SendError {
+    fn into_py(self) -> PyErr {
+        match self {
+            Self::NotStarted => {
+                PyRuntimeError::new_err("response has not been started (call start_response first)")
+            }
+            Self::Backend(e) => PyOSError::new_err(format!("mod_wsgi: {e}")),
+        }
+    }
+}
+
+#[pymethods]
+impl StartResponse {
+    #[pyo3(signature = (status, response_headers, exc_info = None))]
+    fn __call__<'py>(
+        slf: &Bound<'py, Self>,
+        status: &Bound<'py, PyAny>,
+        response_headers: &Bound<'py, PyAny>,
+        exc_info: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let this = slf.get();
+        let exc_info = exc_info.filter(|e| !e.is_none());
+        let (already_set, already_sent) = {
+            let st = this.state.lock();
+            (st.head.is_some(), st.head_sent)
+        };
+        if let Some(exc_info) = exc_info {
+            if already_sent {
+                // PEP 3333: too late to change the response; re-raise the original error.
+                let exc_info = exc_info.cast::<PyTuple>()?;
+                let value = exc_info.get_item(1)?;
+                let traceback = exc_info.get_item(2)?;
+                let value = value.call_method1("with_traceback", (traceback,))?;
+                return Err(PyErr::from_value(value));
+            }
+        } else if already_sent {
+            return Err(PyRuntimeError::new_err("headers have already been sent"));
+        } else if already_set {
+            tracing::debug!("start_response called again before any output; using the new head");
+        }
+
+        let status = status
+            .cast::<PyString>()
+            .map_err(|_| PyTypeError::new_err("status must be a str"))?
+            .to_str()?;
+        let (code, reason) =
+            parse_status(status).map_err(|e| PyValueError::new_err(e.to_string()))?;
+        let list = response_headers
+            .cast::<PyList>()
+            .map_err(|_| PyTypeError::new_err("response headers must be a list"))?;
+        let mut headers = Vec::with_capacity(list.len());
+        let mut content_length = None;
+        for item in list.iter() {
+            let pair = item
+                .cast::<PyTuple>()
+                .ok()
+                .filter(|t| t.len() == 2)
+                .ok_or_else(|| PyTypeError::new_err("each header must be a (name, value) tuple"))?;
+            let name = header_str(&pair.get_item(0)?, "header name")?;
+            let value = header_str(&pair.get_item(1)?, "header value")?;
+            check_header(&name, &value).map_err(|e| PyValueError::new_err(e.to_string()))?;
+            if name.eq_ignore_ascii_case("content-length") {
+                content_length = value.trim().parse::<u64>().ok();
+            }
+            headers.push((name, value));
+        }
+        let mut st = this.state.lock();
+        st.head = Some(ResponseHead {
+            status: code,
+            reason,
+            headers,
+        });
+        st.content_length = content_length;
+        drop(st);
+        slf.getattr("write")
+    }
+
+    /// The legacy `write(data)` callable.
+    fn write(&self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<()> {
+        let bytes = data.cast::<PyBytes>().map_err(|_| {
+            PyTypeError::new_err(format!(
+                "write() argument must be bytes, not {}",
+                data.get_type()
+                    .name()
+                    .map_or_else(|_| "?".into(), |n| n.to_string())
+            ))
+        })?;
+        if self.send(py, bytes.as_bytes())? {
+            Ok(())
+        } else {
+            Err(PyOSError::new_err("mod_wsgi client connection closed"))
+        }
+    }
+}
+
+/// A header name or value: must be `str`, and (being sent as latin-1) only latin-1 characters.
+fn header_str(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<String> {
+    let s = obj.cast::<PyString>().map_err(|_| {
+        PyTypeError::new_err(format!(
+            "{what} must be a str, not {}",
+            obj.get_type()
+                .name()
+                .map_or_else(|_| "?".into(), |n| n.to_string())
+        ))
+    })?;
+    let s = s.to_cow()?;
+    if s.chars().any(|c| u32::from(c) > 0xff) {
+        return Err(PyValueError::new_err(format!(
+            "{what} {s:?} is not latin-1"
+        )));
+    }
+    Ok(s.into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses() {
+        assert_eq!(parse_status("200 OK"), Ok((200, Some("OK".into()))));
+        assert_eq!(
+            parse_status("404 Not Found"),
+            Ok((404, Some("Not Found".into())))
+        );
+        assert_eq!(parse_status("200"), Ok((200, None)));
+        assert!(parse_status("200OK").is_err());
+        assert!(parse_status("2000 OK").is_err());
+        assert!(parse_status("20 OK").is_err());
+        assert!(parse_status("099 Low").is_err());
+        assert!(parse_status("200 O\nK").is_err());
+        assert!(parse_status("").is_err());
+    }
+
+    #[test]
+    fn headers() {
+        assert!(check_header("Content-Type", "text/plain").is_ok());
+        assert!(check_header("X-A", "a\tb").is_ok());
+        assert!(check_header("", "x").is_err());
+        assert!(check_header("Bad Name", "x").is_err());
+        assert!(check_header("X", "a\r\nInjected: 1").is_err());
+        assert!(check_header("Content-Length", "12").is_ok());
+        assert!(check_header("Content-Length", "twelve").is_err());
+        assert!(check_header("Content-Length", "-1").is_err());
+    }
+}

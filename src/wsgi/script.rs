@@ -1,0 +1,117 @@
+//! Loading WSGI script files as Python modules, and reloading them when they change.
+//!
+//! A script becomes the module `_mod_wsgi_<md5 of its path>` in the current interpreter's
+//! `sys.modules`, with `__file__` set and the file's modification time (µs) as `__mtime__`.
+//! With reloading on, a module whose `__mtime__` differs from the file's is loaded again. Loads
+//! are serialised per interpreter with a Python lock (`mod_wsgi._load_lock`), which releases the
+//! GIL while it waits, so two threads never execute the same script at once.
+
+use md5::{Digest, Md5};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyModule};
+
+/// The module name of the script at `path`.
+pub fn module_name(path: &str) -> String {
+    let digest = Md5::digest(path.as_bytes());
+    let mut name = String::with_capacity(10 + 32);
+    name.push_str("_mod_wsgi_");
+    for byte in digest {
+        name.push_str(&format!("{byte:02x}"));
+    }
+    name
+}
+
+/// The loaded module of the script at `path` (whose current mtime is `mtime`), loading or
+/// reloading it as needed.
+pub fn load<'py>(
+    py: Python<'py>,
+    path: &str,
+    mtime: i64,
+    reloading: bool,
+) -> PyResult<Bound<'py, PyModule>> {
+    let name = module_name(path);
+    let modules = py
+        .import("sys")?
+        .getattr("modules")?
+        .cast_into::<PyDict>()?;
+    if let Some(module) = current(&modules, &name, mtime, reloading)? {
+        return Ok(module);
+    }
+
+    let lock = py.import("mod_wsgi")?.getattr("_load_lock")?;
+    lock.call_method0("acquire")?;
+    let loaded = (|| {
+        // Another thread may have loaded it while this one waited.
+        if let Some(module) = current(&modules, &name, mtime, reloading)? {
+            return Ok(module);
+        }
+        if modules.contains(&name)? {
+            tracing::info!("reloading WSGI script '{path}'");
+            modules.del_item(&name)?;
+        }
+        exec_script(py, &modules, &name, path, mtime)
+    })();
+    lock.call_method0("release")?;
+    loaded
+}
+
+fn current<'py>(
+    modules: &Bound<'py, PyDict>,
+    name: &str,
+    mtime: i64,
+    reloading: bool,
+) -> PyResult<Option<Bound<'py, PyModule>>> {
+    let Some(module) = modules.get_item(name)? else {
+        return Ok(None);
+    };
+    let Ok(module) = module.cast_into::<PyModule>() else {
+        return Ok(None);
+    };
+    if !reloading {
+        return Ok(Some(module));
+    }
+    let loaded_mtime = module
+        .getattr_opt("__mtime__")?
+        .and_then(|m| m.extract::<i64>().ok());
+    Ok((loaded_mtime == Some(mtime)).then_some(module))
+}
+
+fn exec_script<'py>(
+    py: Python<'py>,
+    modules: &Bound<'py, PyDict>,
+    name: &str,
+    path: &str,
+    mtime: i64,
+) -> PyResult<Bound<'py, PyModule>> {
+    let source = py.detach(|| std::fs::read(path))?;
+    let builtins = py.import("builtins")?;
+    let code = builtins
+        .getattr("compile")?
+        .call1((source, path, "exec", 0, true))?;
+    let module = PyModule::new(py, name)?;
+    module.setattr("__file__", path)?;
+    module.setattr("__mtime__", mtime)?;
+    modules.set_item(name, &module)?;
+    let globals = module.dict();
+    if let Err(e) = builtins.getattr("exec")?.call1((code, &globals)) {
+        let _ = modules.del_item(name);
+        return Err(e);
+    }
+    Ok(module)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn module_names_are_md5_of_the_path() {
+        // md5("/srv/app.wsgi")
+        assert_eq!(
+            super::module_name("/srv/app.wsgi").len(),
+            "_mod_wsgi_".len() + 32
+        );
+        assert_eq!(
+            super::module_name(""),
+            "_mod_wsgi_d41d8cd98f00b204e9800998ecf8427e"
+        );
+    }
+}
