@@ -70,9 +70,9 @@ unsafe extern "C" fn apply_directive(
                 return refused;
             }
         }
-        // SAFETY: Apache passes `argc` NUL-terminated argument strings in `argv`.
         let args: Vec<String> = (0..argc.max(0) as usize)
             .map(|i| {
+                // SAFETY: Apache passes `argc` NUL-terminated argument strings in `argv`.
                 unsafe { CStr::from_ptr(*argv.add(i)) }
                     .to_string_lossy()
                     .into_owned()

@@ -77,8 +77,8 @@ pub fn current_request_id() -> Option<String> {
     // SAFETY: a non-null CURRENT_REQUEST is valid for as long as its RequestScope lives on this
     // thread (the contract of `RequestScope::enter`), and we are on that thread.
     let log_id = unsafe { (*r).log_id };
-    // SAFETY: Apache's log ids are NUL-terminated strings in the request or connection pool.
     (!log_id.is_null()).then(|| {
+        // SAFETY: Apache's log ids are NUL-terminated strings in the request or connection pool.
         unsafe { std::ffi::CStr::from_ptr(log_id) }
             .to_string_lossy()
             .into()

@@ -43,7 +43,7 @@ pub static mut wsgi_module: sys::module = sys::module {
 pub fn module_index() -> usize {
     // SAFETY: Apache sets `module_index` once, while loading the module and before calling any
     // of its functions; afterwards it is only read.
-    let index = unsafe { (*&raw const wsgi_module).module_index };
+    let index = unsafe { wsgi_module.module_index };
     usize::try_from(index).unwrap_or(0)
 }
 

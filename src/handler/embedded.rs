@@ -78,10 +78,8 @@ pub(super) fn serve(r: &mut Request<'_>, script: &str, options: Option<&AliasOpt
         (b"SCRIPT_NAME", script_name.as_bytes()),
         (b"PATH_INFO", path_info.as_bytes()),
     ]);
-    if pass_authorization {
-        if let Some(auth) = r.header_in(c"Authorization") {
-            cgi.push((b"HTTP_AUTHORIZATION", auth));
-        }
+    if let Some(auth) = r.header_in(c"Authorization").filter(|_| pass_authorization) {
+        cgi.push((b"HTTP_AUTHORIZATION", auth));
     }
 
     let info = runtime::settings().map(|(_, info)| info.clone());

@@ -73,8 +73,11 @@ thread_local! {
     /// True while this thread runs a job.
     static IN_JOB: Cell<bool> = const { Cell::new(false) };
     /// The job the runner function calls.
-    static JOB: Cell<Option<*mut dyn FnMut(Python<'_>)>> = const { Cell::new(None) };
+    static JOB: Cell<Option<JobPtr>> = const { Cell::new(None) };
 }
+
+/// A type-erased pointer to the closure a runner call executes.
+type JobPtr = *mut dyn FnMut(Python<'_>);
 
 /// Called from Python (the runner): runs this thread's pending job.
 #[pyfunction]
@@ -247,7 +250,7 @@ fn call_runner<R>(
     let erased: *mut (dyn FnMut(Python<'_>) + '_) = &mut closure;
     // SAFETY: only the lifetime bound is changed; the pointer is taken back out of JOB (by the
     // runner, or below) before `closure` goes out of scope.
-    let erased: *mut dyn FnMut(Python<'_>) = unsafe { std::mem::transmute(erased) };
+    let erased: JobPtr = unsafe { std::mem::transmute(erased) };
     JOB.with(|slot| slot.set(Some(erased)));
     // SAFETY: GIL held with a thread state of `interp` current (caller's contract); `runner`
     // is a live function object of that interpreter. The result is a new reference or NULL.

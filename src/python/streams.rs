@@ -207,6 +207,10 @@ impl Restricted {
 
 #[pymethods]
 impl Restricted {
+    /// A no-op, so that interpreter shutdown (which flushes the standard streams) does not
+    /// report an error; every other use raises.
+    fn flush(&self) {}
+
     fn __getattr__(&self, _attr: &str) -> PyResult<()> {
         Err(PyOSError::new_err(format!(
             "{} access restricted by mod_wsgi",

@@ -54,7 +54,8 @@ pub fn report_exception(py: Python<'_>, err: PyErr, context: &str) {
         .map_or_else(|_| "Exception".into(), |n| n.to_string());
     tracing::error!("WSGI0010: {kind} raised while {context}:");
     let formatted = py.import("traceback").and_then(|tb| {
-        tb.call_method1("format_exception", (err.value(py),))?
+        let args = (err.get_type(py), err.value(py), err.traceback(py));
+        tb.call_method1("format_exception", args)?
             .extract::<Vec<String>>()
     });
     match formatted {
