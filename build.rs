@@ -61,6 +61,7 @@ const TYPES: &[&str] = &[
     "apr_array_header_t",
     "apr_filetype_e",
     "apr_bucket_brigade",
+    "ap_filter_type",
 ];
 
 const VARS: &[&str] = &[

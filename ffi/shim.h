@@ -23,6 +23,15 @@ void wsgi_shim_log_request(const request_rec *r, const char *file, int line, int
 apr_status_t wsgi_shim_pass_bytes(request_rec *r, apr_bucket_brigade *bb, const char *data,
                                   apr_size_t len, int flush);
 
+/* Sends `len` bytes of the open file `fd` from `offset` as a file bucket followed by a flush
+ * bucket. Takes ownership of `fd` (closed with the request pool). `sendfile` allows the kernel's
+ * sendfile for it; memory mapping is always off (an application may truncate its file). */
+apr_status_t wsgi_shim_pass_file(request_rec *r, apr_bucket_brigade *bb, int fd, apr_off_t offset,
+                                 apr_off_t len, int sendfile);
+
+/* The type (AP_FTYPE_*) of the first output filter of the request, or -1 without one. */
+int wsgi_shim_first_filter_type(const request_rec *r);
+
 /* Appends an EOS bucket and passes the brigade. */
 apr_status_t wsgi_shim_pass_eos(request_rec *r, apr_bucket_brigade *bb);
 

@@ -14,5 +14,6 @@
 #include <apr_tables.h>
 #include <apr_pools.h>
 #include <apr_buckets.h>
+#include <util_filter.h>
 
 #include "shim.h"

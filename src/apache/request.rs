@@ -10,6 +10,7 @@
 
 use std::ffi::{CStr, CString, c_char};
 use std::marker::PhantomData;
+use std::os::fd::{IntoRawFd, OwnedFd};
 use std::ptr::{self, NonNull};
 use std::sync::Arc;
 
@@ -155,6 +156,20 @@ impl<'r> Request<'r> {
         let conn = unsafe { &*self.rec().connection };
         // SAFETY: `local_addr` of a live connection is a valid socket address record.
         unsafe { (*conn.local_addr).port }
+    }
+
+    /// The local address the request arrived on.
+    pub fn local_ip(&self) -> &'r [u8] {
+        // SAFETY: `connection` of a live request is valid for the request.
+        bytes(unsafe { (*self.rec().connection).local_ip })
+    }
+
+    /// Whether an output filter that works on the body (Apache's resource or content-set
+    /// filters: DEFLATE, caches, substitutions) is the first in the chain.
+    pub fn has_content_filter(&self) -> bool {
+        // SAFETY: a live request; the shim only reads its filter chain.
+        let first = unsafe { sys::wsgi_shim_first_filter_type(self.raw.as_ptr()) };
+        first >= 0 && first < sys::ap_filter_type_AP_FTYPE_PROTOCOL as i32
     }
 
     /// A request header.
@@ -407,6 +422,44 @@ impl RequestIo {
                 }
                 let status =
                     sys::wsgi_shim_pass_bytes(r, s.brigade, data.as_ptr().cast(), data.len(), 1);
+                sys::apr_brigade_cleanup(s.brigade.cast());
+                if status != sys::APR_SUCCESS as i32 || (*(*r).connection).aborted != 0 {
+                    return Err(IoError::Write);
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// Sends `len` bytes of an open regular file from `offset`, then flushes. Takes ownership
+    /// of `fd` (a descriptor nobody else uses), which is closed with the request.
+    pub fn send_file(
+        &self,
+        fd: OwnedFd,
+        offset: u64,
+        len: u64,
+        sendfile: bool,
+    ) -> Result<(), IoError> {
+        self.with(|s| {
+            let r = s.r.as_ptr();
+            let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
+                return Err(IoError::Write);
+            };
+            // SAFETY: live request (see IoState's Send note); the shim takes ownership of the
+            // descriptor (closing it with the request pool, or at once on failure) and flushes
+            // the file bucket before returning, with mmap disabled for it.
+            unsafe {
+                if s.brigade.is_null() {
+                    s.brigade = sys::apr_brigade_create((*r).pool, (*(*r).connection).bucket_alloc);
+                }
+                let status = sys::wsgi_shim_pass_file(
+                    r,
+                    s.brigade,
+                    fd.into_raw_fd(),
+                    offset,
+                    len,
+                    i32::from(sendfile),
+                );
                 sys::apr_brigade_cleanup(s.brigade.cast());
                 if status != sys::APR_SUCCESS as i32 || (*(*r).connection).aborted != 0 {
                     return Err(IoError::Write);

@@ -67,7 +67,18 @@ impl ScriptAlias {
         };
         let pattern = if regex {
             let re = Regex::new(url).map_err(|e| {
-                ConfigError::invalid(directive, format!("bad regular expression '{url}': {e}"))
+                // The regex crate explains over several lines; its last line says what is wrong.
+                let text = e.to_string();
+                let reason = text
+                    .lines()
+                    .rev()
+                    .find(|l| !l.trim().is_empty())
+                    .unwrap_or("");
+                let reason = reason.trim().trim_start_matches("error: ");
+                ConfigError::invalid(
+                    directive,
+                    format!("bad regular expression '{url}': {reason}"),
+                )
             })?;
             AliasPattern::Regex(re)
         } else {

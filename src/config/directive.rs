@@ -3,7 +3,9 @@
 
 use std::ffi::CStr;
 
-use super::{ConfigError, DirConfig, GroupSpec, ScriptAlias, ServerConfig, parse_on_off};
+use super::{
+    ConfigError, DirConfig, GroupSpec, HeadMapping, ScriptAlias, ServerConfig, parse_on_off,
+};
 
 /// Where a directive may appear (Apache's `req_override` for it is derived from this).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,6 +38,10 @@ pub enum Directive {
     ScriptReloading,
     /// `WSGIChunkedRequest On|Off`.
     ChunkedRequest,
+    /// `WSGIMapHEADToGET On|Off|Auto`.
+    MapHeadToGet,
+    /// `WSGIEnableSendfile On|Off`.
+    EnableSendfile,
     /// `WSGIPythonHome prefix`.
     PythonHome,
     /// `WSGIPythonPath dir[:dir]`.
@@ -64,6 +70,8 @@ impl Directive {
         Self::PassAuthorization,
         Self::ScriptReloading,
         Self::ChunkedRequest,
+        Self::MapHeadToGet,
+        Self::EnableSendfile,
         Self::PythonHome,
         Self::PythonPath,
         Self::PythonOptimize,
@@ -84,6 +92,8 @@ impl Directive {
             Self::PassAuthorization => c"WSGIPassAuthorization",
             Self::ScriptReloading => c"WSGIScriptReloading",
             Self::ChunkedRequest => c"WSGIChunkedRequest",
+            Self::MapHeadToGet => c"WSGIMapHEADToGET",
+            Self::EnableSendfile => c"WSGIEnableSendfile",
             Self::PythonHome => c"WSGIPythonHome",
             Self::PythonPath => c"WSGIPythonPath",
             Self::PythonOptimize => c"WSGIPythonOptimize",
@@ -108,7 +118,9 @@ impl Directive {
             Self::CallableObject
             | Self::PassAuthorization
             | Self::ScriptReloading
-            | Self::ChunkedRequest => Scope::FileInfo,
+            | Self::ChunkedRequest
+            | Self::MapHeadToGet
+            | Self::EnableSendfile => Scope::FileInfo,
             Self::PythonHome
             | Self::PythonPath
             | Self::PythonOptimize
@@ -132,6 +144,7 @@ impl Directive {
             Self::PythonHome => "prefix of the Python installation or virtual environment",
             Self::PythonPath => "folders to add to sys.path, separated by ':'",
             Self::PythonOptimize => "0, 1 or 2",
+            Self::MapHeadToGet => "On | Off | Auto",
             _ => "On | Off",
         }
     }
@@ -166,6 +179,8 @@ impl Directive {
             Self::PassAuthorization => dir.pass_authorization = Some(parse_on_off(name, value)?),
             Self::ScriptReloading => dir.script_reloading = Some(parse_on_off(name, value)?),
             Self::ChunkedRequest => dir.chunked_request = Some(parse_on_off(name, value)?),
+            Self::MapHeadToGet => dir.map_head_to_get = Some(HeadMapping::parse(name, value)?),
+            Self::EnableSendfile => dir.enable_sendfile = Some(parse_on_off(name, value)?),
             Self::PythonHome => python.set_home(value)?,
             Self::PythonPath => python.add_path(value)?,
             Self::PythonOptimize => python.set_optimize(value)?,

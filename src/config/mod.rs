@@ -198,6 +198,36 @@ pub struct DirConfig {
     pub script_reloading: Option<bool>,
     /// `WSGIChunkedRequest`.
     pub chunked_request: Option<bool>,
+    /// `WSGIMapHEADToGET`.
+    pub map_head_to_get: Option<HeadMapping>,
+    /// `WSGIEnableSendfile`.
+    pub enable_sendfile: Option<bool>,
+}
+
+/// `WSGIMapHEADToGET`: whether the application sees a HEAD request as GET.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum HeadMapping {
+    /// Always: the application produces the full body and Apache drops it.
+    On,
+    /// Never.
+    Off,
+    /// Only when an output filter that looks at the body (DEFLATE, a cache, ...) is active,
+    /// because the headers it produces depend on the body.
+    #[default]
+    Auto,
+}
+
+impl HeadMapping {
+    /// Parses `On`, `Off` or `Auto` (any case).
+    pub fn parse(directive: &'static str, value: &str) -> Result<Self, ConfigError> {
+        if value.eq_ignore_ascii_case("auto") {
+            Ok(Self::Auto)
+        } else {
+            parse_on_off(directive, value)
+                .map(|on| if on { Self::On } else { Self::Off })
+                .map_err(|_| ConfigError::invalid(directive, "must be one of: Off | On | Auto"))
+        }
+    }
 }
 
 impl DirConfig {
@@ -215,6 +245,8 @@ impl DirConfig {
             pass_authorization: over.pass_authorization.or(base.pass_authorization),
             script_reloading: over.script_reloading.or(base.script_reloading),
             chunked_request: over.chunked_request.or(base.chunked_request),
+            map_head_to_get: over.map_head_to_get.or(base.map_head_to_get),
+            enable_sendfile: over.enable_sendfile.or(base.enable_sendfile),
         }
     }
 

@@ -2,18 +2,23 @@
 //! from Apache, then the application runs in its interpreter with an [`EmbeddedBackend`] over
 //! the request's I/O.
 
+use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::{application_group, callable_object, split_script_name};
 use crate::apache::{Header, IoError, Request, RequestIo, sys};
-use crate::config::AliasOptions;
+use crate::config::{AliasOptions, HeadMapping};
 use crate::python::runtime;
 use crate::wsgi::response::ResponseHead;
 use crate::wsgi::{self, Backend, BackendError, Outcome, RequestSpec};
 
-/// The WSGI backend of an embedded request: Apache's own request I/O.
-pub struct EmbeddedBackend(RequestIo);
+/// The WSGI backend of an embedded request: Apache's own request I/O, and whether files may go
+/// out through the kernel's sendfile (`WSGIEnableSendfile`).
+pub struct EmbeddedBackend {
+    io: RequestIo,
+    sendfile: bool,
+}
 
 fn backend_error(e: IoError) -> BackendError {
     match e {
@@ -25,7 +30,7 @@ fn backend_error(e: IoError) -> BackendError {
 
 impl Backend for EmbeddedBackend {
     fn read(&self, buf: &mut [u8]) -> Result<usize, BackendError> {
-        self.0.read(buf).map_err(backend_error)
+        self.io.read(buf).map_err(backend_error)
     }
 
     fn set_head(&self, head: &ResponseHead) -> Result<(), BackendError> {
@@ -34,17 +39,24 @@ impl Backend for EmbeddedBackend {
             .iter()
             .map(|(name, value)| Header { name, value })
             .collect();
-        self.0
+        self.io
             .set_head(head.status, head.reason.as_deref(), &headers)
             .map_err(backend_error)
     }
 
     fn write(&self, data: &[u8]) -> Result<(), BackendError> {
-        self.0.write(data).map_err(backend_error)
+        self.io.write(data).map_err(backend_error)
     }
 
     fn abort(&self) {
-        let _ = self.0.abort();
+        let _ = self.io.abort();
+    }
+
+    fn send_file(&self, fd: OwnedFd, offset: u64, len: u64) -> Result<bool, BackendError> {
+        self.io
+            .send_file(fd, offset, len, self.sendfile)
+            .map(|()| true)
+            .map_err(backend_error)
     }
 }
 
@@ -68,11 +80,16 @@ pub(super) fn serve(r: &mut Request<'_>, script: &str, options: Option<&AliasOpt
         .or(dir.pass_authorization)
         .unwrap_or(false);
 
+    let method = match (r.method(), dir.map_head_to_get.unwrap_or_default()) {
+        (b"HEAD", HeadMapping::On) => b"GET".as_slice(),
+        (b"HEAD", HeadMapping::Auto) if r.has_content_filter() => b"GET".as_slice(),
+        (method, _) => method,
+    };
     let mut cgi: Vec<(&[u8], &[u8])> = r.subprocess_env().collect();
     cgi.extend_from_slice(&[
         (b"GATEWAY_INTERFACE".as_slice(), b"CGI/1.1".as_slice()),
         (b"SERVER_PROTOCOL", r.protocol()),
-        (b"REQUEST_METHOD", r.method()),
+        (b"REQUEST_METHOD", method),
         (b"QUERY_STRING", r.args()),
         (b"REQUEST_URI", r.unparsed_uri()),
         (b"SCRIPT_NAME", script_name.as_bytes()),
@@ -106,7 +123,10 @@ pub(super) fn serve(r: &mut Request<'_>, script: &str, options: Option<&AliasOpt
     };
 
     let outcome = r.with_io(|io| {
-        let backend: Arc<dyn Backend> = Arc::new(EmbeddedBackend(io.clone()));
+        let backend: Arc<dyn Backend> = Arc::new(EmbeddedBackend {
+            io: io.clone(),
+            sendfile: dir.enable_sendfile.unwrap_or(false),
+        });
         runtime::run_in(&group, |py| wsgi::serve(py, &spec, backend))
     });
     match outcome {

@@ -2,6 +2,7 @@
 //! groups and how threads enter them, and what each interpreter is given at creation. The
 //! crate's `unsafe` code that deals with CPython is in this folder (`runtime`, `interp`).
 
+pub mod files;
 pub mod interp;
 pub mod runtime;
 pub mod setup;

@@ -133,7 +133,11 @@ fn run_app(
         Err(e) => return failed(py, sr, e, context),
     };
 
-    let sent = send_iterable(py, &result, sr);
+    let sent = match send_file_wrapper(py, &result, sr) {
+        Ok(true) => Ok(()),
+        Ok(false) => send_iterable(py, &result, sr),
+        Err(e) => Err(e),
+    };
     // close() is called whatever happened while iterating (PEP 3333).
     let closed = match result.getattr_opt("close") {
         Ok(Some(close)) => close.call0().map(drop),
@@ -159,6 +163,14 @@ fn run_app(
             );
             Outcome::Failed
         }
+        Ok(Finish::Long { declared, excess }) => {
+            tracing::warn!(
+                "WSGI0014: the application produced {excess} bytes more than its Content-Length \
+                 {declared}; they were not sent ({})",
+                context()
+            );
+            Outcome::Sent
+        }
         Ok(Finish::Short { declared, sent }) => {
             tracing::error!(
                 "WSGI0013: the application sent {sent} bytes but declared Content-Length \
@@ -171,6 +183,22 @@ fn run_app(
             tracing::debug!("response not completed: {e}");
             Outcome::Sent
         }
+    }
+}
+
+/// `wsgi.file_wrapper` over a regular file is sent straight from the file; `Ok(false)` when
+/// `result` is anything else (or the file cannot be sent that way).
+fn send_file_wrapper(
+    py: Python<'_>,
+    result: &Bound<'_, PyAny>,
+    sr: &StartResponse,
+) -> PyResult<bool> {
+    let Ok(wrapper) = result.cast::<FileWrapper>() else {
+        return Ok(false);
+    };
+    match crate::python::files::regular_file(py, wrapper.get().filelike(py))? {
+        Some(file) => sr.send_file(py, file),
+        None => Ok(false),
     }
 }
 

@@ -10,6 +10,13 @@ pub struct FileWrapper {
     blksize: usize,
 }
 
+impl FileWrapper {
+    /// The wrapped file-like object.
+    pub fn filelike<'py>(&self, py: Python<'py>) -> &Bound<'py, PyAny> {
+        self.filelike.bind(py)
+    }
+}
+
 #[pymethods]
 impl FileWrapper {
     #[new]
@@ -41,8 +48,8 @@ impl FileWrapper {
         Ok(())
     }
 
-    #[getter]
-    fn filelike(&self, py: Python<'_>) -> Py<PyAny> {
+    #[getter(filelike)]
+    fn py_filelike(&self, py: Python<'_>) -> Py<PyAny> {
         self.filelike.clone_ref(py)
     }
 

@@ -14,6 +14,8 @@ pub mod input;
 pub mod response;
 pub mod script;
 
+use std::os::fd::OwnedFd;
+
 use pyo3::prelude::*;
 
 pub use call::{Outcome, RequestSpec, serve};
@@ -28,6 +30,12 @@ pub trait Backend: Send + Sync {
     fn write(&self, data: &[u8]) -> Result<(), BackendError>;
     /// Ends the response abnormally, so the client sees it is incomplete.
     fn abort(&self);
+    /// Sends `len` bytes of the regular file `fd` from `offset` without copying them through
+    /// Python; `Ok(false)` when this backend cannot, and the caller sends the bytes itself.
+    fn send_file(&self, fd: OwnedFd, offset: u64, len: u64) -> Result<bool, BackendError> {
+        let _ = (fd, offset, len);
+        Ok(false)
+    }
 }
 
 /// Why backend I/O failed.

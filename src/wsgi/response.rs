@@ -10,6 +10,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
 
 use super::{Backend, BackendError};
+use crate::python::files::RegularFile;
 
 /// A validated status and header list.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -86,6 +87,8 @@ struct State {
     head_sent: bool,
     content_length: Option<u64>,
     sent: u64,
+    /// Bytes the application produced beyond its Content-Length (not sent).
+    excess: u64,
     client_gone: bool,
 }
 
@@ -96,6 +99,13 @@ pub enum Finish {
     Complete,
     /// The application never called `start_response`.
     NotStarted,
+    /// More bytes than the declared Content-Length were produced; the extra was not sent.
+    Long {
+        /// Declared length.
+        declared: u64,
+        /// Bytes left out.
+        excess: u64,
+    },
     /// Fewer bytes than the declared Content-Length were sent; the connection was cut.
     Short {
         /// Declared length.
@@ -150,7 +160,9 @@ impl StartResponse {
             let allowed = match st.content_length {
                 Some(declared) => {
                     let left = declared.saturating_sub(st.sent);
-                    &data[..data.len().min(usize::try_from(left).unwrap_or(usize::MAX))]
+                    let keep = data.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+                    st.excess += (data.len() - keep) as u64;
+                    &data[..keep]
                 }
                 None => data,
             };
@@ -188,9 +200,55 @@ impl StartResponse {
                         sent: st.sent,
                     })
                 }
+                Some(declared) if st.excess > 0 => Ok(Finish::Long {
+                    declared,
+                    excess: st.excess,
+                }),
                 _ => Ok(Finish::Complete),
             }
         })
+    }
+
+    /// Sends a whole file region as the body (`wsgi.file_wrapper` over a regular file), when
+    /// nothing was sent yet and the backend can; `Ok(false)` otherwise (the caller iterates).
+    /// Without a declared Content-Length, one is added for the region.
+    pub fn send_file(&self, py: Python<'_>, file: RegularFile) -> PyResult<bool> {
+        let backend = &*self.backend;
+        let state = &self.state;
+        let result = py.detach(move || {
+            let mut st = state.lock();
+            if st.head_sent || st.client_gone || st.sent > 0 {
+                return Ok(false);
+            }
+            let available = file.size.saturating_sub(file.offset);
+            let declared = st.content_length;
+            let len = declared.map_or(available, |d| d.min(available));
+            let Some(head) = st.head.as_mut() else {
+                return Err(SendError::NotStarted);
+            };
+            if declared.is_none() {
+                head.headers
+                    .push(("Content-Length".into(), len.to_string()));
+            }
+            backend.set_head(head).map_err(SendError::Backend)?;
+            st.head_sent = true;
+            if declared.is_none() {
+                st.content_length = Some(len);
+            }
+            match backend.send_file(file.fd, file.offset, len) {
+                Ok(true) => {
+                    st.sent += len;
+                    Ok(true)
+                }
+                Ok(false) => Ok(false),
+                Err(e) => {
+                    st.client_gone = true;
+                    tracing::debug!("client went away while sending a file: {e}");
+                    Ok(true)
+                }
+            }
+        });
+        result.map_err(SendError::into_py)
     }
 
     /// Cuts the response short after an error (only meaningful once the head was sent).
