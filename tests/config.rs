@@ -94,6 +94,7 @@ const BAD_DIRECTIVES: &[Bad] = &[
     bad(Context::Directory, "WSGIChunkedRequest Onn", "WSGIChunkedRequest must be one of: Off | On"),
     bad(Context::Server, "WSGIMapHEADToGET maybe", "WSGIMapHEADToGET: must be one of: Off | On | Auto"),
     bad(Context::Directory, "WSGIEnableSendfile 1", "WSGIEnableSendfile must be one of: Off | On"),
+    bad(Context::VirtualHost, "WSGISocketPrefix /tmp/x", "cannot occur within <VirtualHost>"),
     // Server-configuration-only directives: bad values...
     bad(Context::Server, "WSGIPythonHome", "WSGIPythonHome: takes one argument"),
     bad(Context::Server, "WSGIPythonHome /a /b", "takes one argument"),

@@ -58,6 +58,8 @@ pub enum Directive {
     RestrictSignal,
     /// `WSGIDestroyInterpreter On|Off`.
     DestroyInterpreter,
+    /// `WSGISocketPrefix path`: where daemon-mode sockets go.
+    SocketPrefix,
 }
 
 impl Directive {
@@ -80,6 +82,7 @@ impl Directive {
         Self::RestrictStdin,
         Self::RestrictSignal,
         Self::DestroyInterpreter,
+        Self::SocketPrefix,
     ];
 
     /// The directive's name as written in `httpd.conf`, NUL-terminated for Apache's table.
@@ -102,6 +105,7 @@ impl Directive {
             Self::RestrictStdin => c"WSGIRestrictStdin",
             Self::RestrictSignal => c"WSGIRestrictSignal",
             Self::DestroyInterpreter => c"WSGIDestroyInterpreter",
+            Self::SocketPrefix => c"WSGISocketPrefix",
         }
     }
 
@@ -128,7 +132,8 @@ impl Directive {
             | Self::RestrictStdout
             | Self::RestrictStdin
             | Self::RestrictSignal
-            | Self::DestroyInterpreter => Scope::Global,
+            | Self::DestroyInterpreter
+            | Self::SocketPrefix => Scope::Global,
         }
     }
 
@@ -144,6 +149,7 @@ impl Directive {
             Self::PythonHome => "prefix of the Python installation or virtual environment",
             Self::PythonPath => "folders to add to sys.path, separated by ':'",
             Self::PythonOptimize => "0, 1 or 2",
+            Self::SocketPrefix => "path prefix for daemon-mode sockets",
             Self::MapHeadToGet => "On | Off | Auto",
             _ => "On | Off",
         }
@@ -189,6 +195,12 @@ impl Directive {
             Self::RestrictStdin => python.restrict_stdin = parse_on_off(name, value)?,
             Self::RestrictSignal => python.restrict_signal = parse_on_off(name, value)?,
             Self::DestroyInterpreter => python.destroy_interpreter = parse_on_off(name, value)?,
+            Self::SocketPrefix => {
+                if value.is_empty() {
+                    return Err(ConfigError::invalid(name, "the prefix is empty"));
+                }
+                server.socket_prefix = Some(value.clone());
+            }
             Self::ScriptAlias | Self::ScriptAliasMatch => unreachable!("handled above"),
         }
         Ok(())

@@ -164,6 +164,9 @@ pub struct ServerConfig {
     pub script_aliases: Vec<ScriptAlias>,
     /// Meaningful on the main server only.
     pub python: PythonSettings,
+    /// `WSGISocketPrefix` (main server only).
+    // TODO(#5): used by daemon mode; accepted now so existing configurations load.
+    pub socket_prefix: Option<String>,
 }
 
 impl ServerConfig {
@@ -174,6 +177,7 @@ impl ServerConfig {
         Self {
             script_aliases,
             python: base.python.clone(),
+            socket_prefix: base.socket_prefix.clone(),
         }
     }
 
