@@ -95,6 +95,16 @@ const BAD_DIRECTIVES: &[Bad] = &[
     bad(Context::Server, "WSGIMapHEADToGET maybe", "WSGIMapHEADToGET: must be one of: Off | On | Auto"),
     bad(Context::Directory, "WSGIEnableSendfile 1", "WSGIEnableSendfile must be one of: Off | On"),
     bad(Context::VirtualHost, "WSGISocketPrefix /tmp/x", "cannot occur within <VirtualHost>"),
+    bad(
+        Context::Server,
+        "WSGIImportScript /x.wsgi process-group=%{GLOBAL}",
+        "application-group= is required",
+    ),
+    bad(
+        Context::Server,
+        "WSGIImportScript /x.wsgi process-group=%{GLOBAL} application-group=%{RESOURCE}",
+        "only %{GLOBAL} or a plain name",
+    ),
     // Server-configuration-only directives: bad values...
     bad(Context::Server, "WSGIPythonHome", "WSGIPythonHome: takes one argument"),
     bad(Context::Server, "WSGIPythonHome /a /b", "takes one argument"),

@@ -54,6 +54,23 @@ pub unsafe fn server_config<'a>(server: *const sys::server_rec) -> &'a ServerCon
     unsafe { &*slot((*server).module_config).cast::<ServerConfig>() }
 }
 
+/// The WSGI records of the main server and every virtual host, in configuration order.
+///
+/// # Safety
+/// As [`server_config`], for `main` and every server chained after it.
+pub unsafe fn all_server_configs<'a>(main: *const sys::server_rec) -> Vec<&'a ServerConfig> {
+    let mut configs = Vec::new();
+    let mut server = main;
+    while !server.is_null() {
+        // SAFETY: each server in Apache's list is live and holds our record (caller).
+        unsafe {
+            configs.push(server_config(server));
+            server = (*server).next;
+        }
+    }
+    configs
+}
+
 /// Mutable access while directives are read (single-threaded configuration phase).
 ///
 /// # Safety

@@ -120,6 +120,9 @@ unsafe extern "C" fn child_init(pool: *mut sys::apr_pool_t, server: *mut sys::se
             let settings = unsafe { server_config(server) }.python.clone();
             let info = process::ProcessInfo::query();
             crate::python::runtime::start(&settings, &info);
+            // SAFETY: as above, for every virtual host of the configuration.
+            let servers = unsafe { super::config::all_server_configs(server) };
+            crate::handler::preload(servers.iter().flat_map(|s| s.import_scripts.iter()));
             // SAFETY: live child pool; the cleanup runs once when the child exits.
             unsafe { process::on_pool_cleanup(pool, stop_python) };
         },

@@ -4,7 +4,8 @@
 use std::ffi::CStr;
 
 use super::{
-    ConfigError, DirConfig, GroupSpec, HeadMapping, ScriptAlias, ServerConfig, parse_on_off,
+    ConfigError, DirConfig, GroupSpec, HeadMapping, ImportScript, ScriptAlias, ServerConfig,
+    parse_on_off,
 };
 
 /// Where a directive may appear (Apache's `req_override` for it is derived from this).
@@ -60,6 +61,8 @@ pub enum Directive {
     DestroyInterpreter,
     /// `WSGISocketPrefix path`: where daemon-mode sockets go.
     SocketPrefix,
+    /// `WSGIImportScript script process-group=… application-group=…`.
+    ImportScript,
 }
 
 impl Directive {
@@ -83,6 +86,7 @@ impl Directive {
         Self::RestrictSignal,
         Self::DestroyInterpreter,
         Self::SocketPrefix,
+        Self::ImportScript,
     ];
 
     /// The directive's name as written in `httpd.conf`, NUL-terminated for Apache's table.
@@ -106,6 +110,7 @@ impl Directive {
             Self::RestrictSignal => c"WSGIRestrictSignal",
             Self::DestroyInterpreter => c"WSGIDestroyInterpreter",
             Self::SocketPrefix => c"WSGISocketPrefix",
+            Self::ImportScript => c"WSGIImportScript",
         }
     }
 
@@ -117,7 +122,7 @@ impl Directive {
     /// Where it may be written.
     pub const fn scope(self) -> Scope {
         match self {
-            Self::ScriptAlias | Self::ScriptAliasMatch => Scope::Server,
+            Self::ScriptAlias | Self::ScriptAliasMatch | Self::ImportScript => Scope::Server,
             Self::ApplicationGroup => Scope::Directory,
             Self::CallableObject
             | Self::PassAuthorization
@@ -142,6 +147,7 @@ impl Directive {
         match self {
             Self::ScriptAlias => "URL-path file-or-folder [process-group=…] [application-group=…]",
             Self::ScriptAliasMatch => "regex file-or-folder [options]",
+            Self::ImportScript => "script process-group=… application-group=…",
             Self::CallableObject => "name of the WSGI callable in the script (default application)",
             Self::ApplicationGroup => {
                 "%{GLOBAL} | %{SERVER} | %{HOST} | %{RESOURCE} | %{ENV:VAR} | name"
@@ -168,6 +174,10 @@ impl Directive {
             Self::ScriptAlias | Self::ScriptAliasMatch => {
                 let alias = ScriptAlias::parse(name, args, self == Self::ScriptAliasMatch)?;
                 server.script_aliases.push(alias);
+                return Ok(());
+            }
+            Self::ImportScript => {
+                server.import_scripts.push(ImportScript::parse(name, args)?);
                 return Ok(());
             }
             _ => {}
@@ -201,7 +211,9 @@ impl Directive {
                 }
                 server.socket_prefix = Some(value.clone());
             }
-            Self::ScriptAlias | Self::ScriptAliasMatch => unreachable!("handled above"),
+            Self::ScriptAlias | Self::ScriptAliasMatch | Self::ImportScript => {
+                unreachable!("handled above")
+            }
         }
         Ok(())
     }

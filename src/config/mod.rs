@@ -156,6 +156,58 @@ impl PythonSettings {
     }
 }
 
+/// `WSGIImportScript script process-group=… application-group=…`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImportScript {
+    /// The script file.
+    pub script: String,
+    /// `""` for `%{GLOBAL}` (the Apache children themselves), else a daemon group name.
+    pub process_group: String,
+    /// The interpreter to load it in (`""`: main).
+    pub application_group: String,
+}
+
+impl ImportScript {
+    /// Parses the directive's arguments; both options are required and must name a group
+    /// (`%{GLOBAL}` or a literal name), since no request exists when the script is loaded.
+    pub fn parse(directive: &'static str, args: &[String]) -> Result<Self, ConfigError> {
+        let [script, options @ ..] = args else {
+            return Err(ConfigError::invalid(
+                directive,
+                "expects a script path, then options",
+            ));
+        };
+        let (mut process_group, mut application_group) = (None, None);
+        for option in options {
+            let literal = |value: &str| match GroupSpec::parse(directive, value)? {
+                GroupSpec::Global => Ok(String::new()),
+                GroupSpec::Literal(name) => Ok(name),
+                _ => Err(ConfigError::invalid(
+                    directive,
+                    format!("'{value}': only %{{GLOBAL}} or a plain name is known at start-up"),
+                )),
+            };
+            match option.split_once('=') {
+                Some(("process-group", v)) => process_group = Some(literal(v)?),
+                Some(("application-group", v)) => application_group = Some(literal(v)?),
+                _ => {
+                    return Err(ConfigError::UnknownOption {
+                        directive,
+                        option: option.clone(),
+                        expected: "process-group, application-group",
+                    });
+                }
+            }
+        }
+        let missing = |what| ConfigError::invalid(directive, format!("{what}= is required"));
+        Ok(Self {
+            script: script.clone(),
+            process_group: process_group.ok_or_else(|| missing("process-group"))?,
+            application_group: application_group.ok_or_else(|| missing("application-group"))?,
+        })
+    }
+}
+
 /// Settings of one server or virtual host.
 #[derive(Clone, Debug, Default)]
 pub struct ServerConfig {
@@ -164,6 +216,8 @@ pub struct ServerConfig {
     pub script_aliases: Vec<ScriptAlias>,
     /// Meaningful on the main server only.
     pub python: PythonSettings,
+    /// `WSGIImportScript`: scripts loaded when a process starts.
+    pub import_scripts: Vec<ImportScript>,
     /// `WSGISocketPrefix` (main server only).
     // TODO(#5): used by daemon mode; accepted now so existing configurations load.
     pub socket_prefix: Option<String>,
@@ -177,6 +231,7 @@ impl ServerConfig {
         Self {
             script_aliases,
             python: base.python.clone(),
+            import_scripts: over.import_scripts.clone(),
             socket_prefix: base.socket_prefix.clone(),
         }
     }

@@ -9,7 +9,7 @@ mod embedded;
 use std::borrow::Cow;
 
 use crate::apache::{FileKind, Request, sys};
-use crate::config::{AliasOptions, GroupContext, GroupSpec, collapse_slashes};
+use crate::config::{AliasOptions, GroupContext, GroupSpec, ImportScript, collapse_slashes};
 
 pub use embedded::EmbeddedBackend;
 
@@ -38,6 +38,36 @@ pub fn translate(r: &mut Request<'_>) -> i32 {
     r.set_handler(c"wsgi-script");
     r.set_note(ALIAS_NOTE, &index.to_string());
     sys::OK as i32
+}
+
+/// Loads the `WSGIImportScript` scripts meant for Apache's own processes (`process-group` of
+/// `%{GLOBAL}`), at child start; failures are logged and the child carries on.
+pub fn preload<'a>(scripts: impl Iterator<Item = &'a ImportScript>) {
+    for import in scripts.filter(|i| i.process_group.is_empty()) {
+        let path = &import.script;
+        let mtime = std::fs::metadata(path)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
+        let loaded = crate::python::runtime::run_in(&import.application_group, |py| {
+            match crate::wsgi::script::load(py, path, mtime, true) {
+                Ok(_) => true,
+                Err(e) => {
+                    crate::wsgi::report_exception(py, e, &format!("preloading '{path}'"));
+                    false
+                }
+            }
+        });
+        match loaded {
+            Ok(true) => tracing::debug!(
+                "preloaded '{path}' in application group '{}'",
+                import.application_group
+            ),
+            Ok(false) => {}
+            Err(e) => tracing::error!("WSGI0024: cannot preload '{path}': {e}"),
+        }
+    }
 }
 
 /// The options of the alias that mapped this request, if one did.

@@ -1,7 +1,8 @@
 //! Loading WSGI script files as Python modules, and reloading them when they change.
 //!
 //! A script becomes the module `_mod_wsgi_<md5 of its path>` in the current interpreter's
-//! `sys.modules`, with `__file__` set and the file's modification time (µs) as `__mtime__`.
+//! `sys.modules`, with `__file__` set and, once it has run to the end, the file's modification
+//! time (µs) as `__mtime__`.
 //! With reloading on, a module whose `__mtime__` differs from the file's is loaded again. Loads
 //! are serialised per interpreter with a Python lock (`mod_wsgi._load_lock`), which releases the
 //! GIL while it waits, so two threads never execute the same script at once.
@@ -22,7 +23,8 @@ pub fn module_name(path: &str) -> String {
 }
 
 /// The loaded module of the script at `path` (whose current mtime is `mtime`), loading or
-/// reloading it as needed.
+/// reloading it as needed. With reloading on, a script module may also define
+/// `reload_required(path)`: a true result reloads it (an exception is logged and ignored).
 pub fn load<'py>(
     py: Python<'py>,
     path: &str,
@@ -34,15 +36,19 @@ pub fn load<'py>(
         .import("sys")?
         .getattr("modules")?
         .cast_into::<PyDict>()?;
+    let mut forced = false;
     if let Some(module) = current(&modules, &name, mtime, reloading)? {
-        return Ok(module);
+        if !reloading || !reload_required(py, &module, path) {
+            return Ok(module);
+        }
+        forced = true;
     }
 
     let lock = py.import("mod_wsgi")?.getattr("_load_lock")?;
     lock.call_method0("acquire")?;
     let loaded = (|| {
         // Another thread may have loaded it while this one waited.
-        if let Some(module) = current(&modules, &name, mtime, reloading)? {
+        if !forced && let Some(module) = current(&modules, &name, mtime, reloading)? {
             return Ok(module);
         }
         if modules.contains(&name)? {
@@ -55,6 +61,21 @@ pub fn load<'py>(
     loaded
 }
 
+/// The module's own verdict on whether it must be reloaded (`reload_required(path)`).
+fn reload_required(py: Python<'_>, module: &Bound<'_, PyModule>, path: &str) -> bool {
+    let verdict = module
+        .getattr_opt("reload_required")
+        .and_then(|f| f.map(|f| f.call1((path,))?.is_truthy()).transpose());
+    match verdict {
+        Ok(verdict) => verdict.unwrap_or(false),
+        Err(e) => {
+            crate::wsgi::report_exception(py, e, &format!("calling reload_required('{path}')"));
+            false
+        }
+    }
+}
+
+/// The loaded module, if it is there and (with reloading on) its `__mtime__` is `mtime`.
 fn current<'py>(
     modules: &Bound<'py, PyDict>,
     name: &str,
@@ -67,12 +88,15 @@ fn current<'py>(
     let Ok(module) = module.cast_into::<PyModule>() else {
         return Ok(None);
     };
+    // `__mtime__` is set once the script has run to the end: a module still being executed by
+    // another thread is not current.
+    let Some(loaded_mtime) = module.getattr_opt("__mtime__")? else {
+        return Ok(None);
+    };
     if !reloading {
         return Ok(Some(module));
     }
-    let loaded_mtime = module
-        .getattr_opt("__mtime__")?
-        .and_then(|m| m.extract::<i64>().ok());
+    let loaded_mtime = loaded_mtime.extract::<i64>().ok();
     Ok((loaded_mtime == Some(mtime)).then_some(module))
 }
 
@@ -90,13 +114,13 @@ fn exec_script<'py>(
         .call1((source, path, "exec", 0, true))?;
     let module = PyModule::new(py, name)?;
     module.setattr("__file__", path)?;
-    module.setattr("__mtime__", mtime)?;
     modules.set_item(name, &module)?;
     let globals = module.dict();
     if let Err(e) = builtins.getattr("exec")?.call1((code, &globals)) {
         let _ = modules.del_item(name);
         return Err(e);
     }
+    module.setattr("__mtime__", mtime)?;
     Ok(module)
 }
 
