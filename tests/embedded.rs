@@ -478,3 +478,76 @@ def application(environ, start_response):
         assert_eq!(server.get("/").text(), "main=False");
     }
 }
+
+#[test]
+fn alias_inside_a_root_mount_serves_static_files() {
+    let server = ServerBuilder::new()
+        .file("app.wsgi", ECHO_APP)
+        .file("static/style.css", "body {}\n")
+        .config(
+            "Alias /static/ ${TEST_DIR}/static/\n\
+             WSGIScriptAlias / ${TEST_DIR}/app.wsgi",
+        )
+        .start();
+    assert_eq!(server.get("/static/style.css").text(), "body {}\n");
+    assert_eq!(field(&server.get("/other").text(), "PATH_INFO"), "/other");
+}
+
+#[test]
+fn head_with_content_length_and_no_body_is_answered_normally() {
+    let app = r#"
+def application(environ, start_response):
+    start_response('200 OK', [('Content-Type', 'text/plain'), ('Content-Length', '11')])
+    if environ['REQUEST_METHOD'] == 'HEAD':
+        return []
+    return [b'hello world']
+"#;
+    let server = ServerBuilder::new()
+        .file("app.wsgi", app)
+        .config("WSGIScriptAlias /h ${TEST_DIR}/app.wsgi")
+        .start();
+    let r = server.request("HEAD", "/h", &[], b"");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-length"), Some("11"));
+    assert_eq!(server.get("/h").text(), "hello world");
+    assert!(!server.error_log().contains("WSGI0013"));
+}
+
+#[test]
+fn unknown_process_group_fails_the_request_instead_of_running_embedded() {
+    let server = ServerBuilder::new()
+        .file("app.wsgi", ECHO_APP)
+        .config("WSGIScriptAlias /d ${TEST_DIR}/app.wsgi process-group=nowhere")
+        .allow_log("WSGI0025")
+        .start();
+    assert_eq!(server.get("/d").status, 500);
+    assert!(
+        server
+            .error_log()
+            .contains("no WSGI daemon process called 'nowhere'")
+    );
+}
+
+#[test]
+fn request_handler_and_request_start_describe_the_request() {
+    let app = r#"
+import time
+def application(environ, start_response):
+    age = time.time() - environ['mod_wsgi.request_start']
+    body = '%s %s' % (environ['mod_wsgi.request_handler'], 0 <= age < 5)
+    start_response('200 OK', [('Content-Type', 'text/plain')])
+    return [body.encode()]
+"#;
+    let server = ServerBuilder::new()
+        .file("h/app.py", app)
+        .config(
+            "Alias /h ${TEST_DIR}/h\n\
+             <Directory ${TEST_DIR}/h>\n  Options +ExecCGI\n  \
+               AddHandler application/x-httpd-wsgi .py\n</Directory>",
+        )
+        .start();
+    assert_eq!(
+        server.get("/h/app.py").text(),
+        "application/x-httpd-wsgi True"
+    );
+}

@@ -54,8 +54,9 @@ struct ModuleList([*const c_char; 2]);
 // SAFETY: immutable, pointing at 'static C strings.
 unsafe impl Sync for ModuleList {}
 
-/// `WSGIScriptAlias` must be seen before `Alias` (as with the C module).
-static BEFORE_ALIAS: ModuleList = ModuleList([c"mod_alias.c".as_ptr(), ptr::null()]);
+/// `Alias` is looked at before `WSGIScriptAlias` (as with the C module), so
+/// `Alias /static/ …` works inside a `WSGIScriptAlias /` mount.
+static AFTER_ALIAS: ModuleList = ModuleList([c"mod_alias.c".as_ptr(), ptr::null()]);
 
 unsafe extern "C" fn register_hooks(_pool: *mut sys::apr_pool_t) {
     // SAFETY: registering hooks with Apache during module initialisation, with 'static
@@ -75,8 +76,8 @@ unsafe extern "C" fn register_hooks(_pool: *mut sys::apr_pool_t) {
         );
         sys::ap_hook_translate_name(
             Some(translate_name),
+            AFTER_ALIAS.0.as_ptr(),
             ptr::null(),
-            BEFORE_ALIAS.0.as_ptr(),
             sys::APR_HOOK_MIDDLE as c_int,
         );
         sys::ap_hook_handler(

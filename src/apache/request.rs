@@ -101,6 +101,16 @@ impl<'r> Request<'r> {
         bytes(self.rec().protocol)
     }
 
+    /// When Apache read the request line, in microseconds since the epoch.
+    pub fn request_time(&self) -> i64 {
+        self.rec().request_time
+    }
+
+    /// Whether only the headers are to be sent (a HEAD request).
+    pub fn header_only(&self) -> bool {
+        self.rec().header_only != 0
+    }
+
     /// The handler name Apache chose (`r->handler`).
     pub fn handler(&self) -> &'r [u8] {
         bytes(self.rec().handler)

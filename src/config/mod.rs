@@ -200,9 +200,17 @@ impl ImportScript {
             }
         }
         let missing = |what| ConfigError::invalid(directive, format!("{what}= is required"));
+        let process_group = process_group.ok_or_else(|| missing("process-group"))?;
+        if !process_group.is_empty() {
+            // TODO(#5): accept the names of WSGIDaemonProcess groups defined earlier.
+            return Err(ConfigError::invalid(
+                directive,
+                format!("WSGI process group '{process_group}' is not configured"),
+            ));
+        }
         Ok(Self {
             script: script.clone(),
-            process_group: process_group.ok_or_else(|| missing("process-group"))?,
+            process_group,
             application_group: application_group.ok_or_else(|| missing("application-group"))?,
         })
     }

@@ -4,7 +4,6 @@
 
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::{application_group, callable_object, split_script_name};
 use crate::apache::{Header, IoError, Request, RequestIo, sys};
@@ -103,9 +102,9 @@ pub(super) fn serve(r: &mut Request<'_>, script: &str, options: Option<&AliasOpt
     let (threads, processes, apache_version) = info.as_ref().map_or((1, 1, (2, 4, 0)), |i| {
         (i.threads_per_process, i.maximum_processes, i.apache_version)
     });
-    let request_start = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64());
+    // Apache's request time is in microseconds since the epoch.
+    let request_start = r.request_time() as f64 / 1e6;
+    let handler_name = String::from_utf8_lossy(r.handler()).into_owned();
     let spec = RequestSpec {
         script,
         script_mtime: r.file_mtime(),
@@ -114,7 +113,8 @@ pub(super) fn serve(r: &mut Request<'_>, script: &str, options: Option<&AliasOpt
         cgi,
         process_group: "",
         application_group: &group,
-        request_handler: "wsgi-script",
+        request_handler: &handler_name,
+        header_only: r.header_only(),
         request_id: &request_id,
         request_start,
         multithread: threads > 1,

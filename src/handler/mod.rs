@@ -87,6 +87,8 @@ pub fn handle(r: &mut Request<'_>) -> i32 {
     if !HANDLERS.contains(&r.handler()) {
         return sys::DECLINED;
     }
+    // Made now, so that every line logged for this request carries it.
+    r.log_id();
     let script = String::from_utf8_lossy(r.filename()).into_owned();
     match r.file_kind() {
         FileKind::Regular => {}
@@ -100,6 +102,17 @@ pub fn handle(r: &mut Request<'_>) -> i32 {
         }
     }
     let options = alias_options(r);
+    if let Some(group) = options
+        .and_then(|o| o.process_group.as_deref())
+        .filter(|g| !g.is_empty() && *g != "%{GLOBAL}")
+    {
+        // TODO(#5): hand the request to the daemon process group.
+        tracing::error!(
+            "WSGI0025: no WSGI daemon process called '{group}' has been configured (daemon \
+             mode is not available yet); '{script}' not run"
+        );
+        return sys::HTTP_INTERNAL_SERVER_ERROR as i32;
+    }
     if options.is_none() && !r.allows_exec_cgi() {
         tracing::error!(
             "WSGI0022: Options ExecCGI is off in this directory: '{script}' (a .wsgi file served \

@@ -32,6 +32,8 @@ pub struct RequestSpec<'a> {
     pub application_group: &'a str,
     /// `mod_wsgi.request_handler`.
     pub request_handler: &'a str,
+    /// A HEAD request: the body is not sent, so a short body is not an error.
+    pub header_only: bool,
     /// Apache's request log id.
     pub request_id: &'a str,
     /// When the request arrived, seconds since the epoch.
@@ -88,7 +90,10 @@ pub fn serve(py: Python<'_>, spec: &RequestSpec<'_>, backend: Arc<dyn Backend>) 
     );
     let parts = (|| -> PyResult<_> {
         let errors = Bound::new(py, errors)?;
-        let start_response = Bound::new(py, StartResponse::new(Arc::clone(&backend)))?;
+        let start_response = Bound::new(
+            py,
+            StartResponse::new(Arc::clone(&backend), spec.header_only),
+        )?;
         let extras = Extras {
             input: Bound::new(py, Input::new(Arc::clone(&backend)))?.into_any(),
             errors: errors.clone().into_any(),

@@ -120,14 +120,17 @@ pub enum Finish {
 #[pyclass(frozen, module = "mod_wsgi", name = "StartResponse")]
 pub struct StartResponse {
     backend: Arc<dyn Backend>,
+    /// A HEAD request: the body is dropped, so a body shorter than Content-Length is normal.
+    header_only: bool,
     state: Mutex<State>,
 }
 
 impl StartResponse {
-    /// A fresh response for one request.
-    pub fn new(backend: Arc<dyn Backend>) -> Self {
+    /// A fresh response for one request (`header_only` for HEAD).
+    pub fn new(backend: Arc<dyn Backend>, header_only: bool) -> Self {
         Self {
             backend,
+            header_only,
             state: Mutex::new(State::default()),
         }
     }
@@ -182,6 +185,7 @@ impl StartResponse {
     /// Completes the response after the application's iterable is exhausted.
     pub fn finish(&self, py: Python<'_>) -> Result<Finish, BackendError> {
         let backend = &*self.backend;
+        let header_only = self.header_only;
         let state = &self.state;
         py.detach(|| {
             let mut st = state.lock();
@@ -193,7 +197,7 @@ impl StartResponse {
                 st.head_sent = true;
             }
             match st.content_length {
-                Some(declared) if st.sent < declared && !st.client_gone => {
+                Some(declared) if st.sent < declared && !st.client_gone && !header_only => {
                     backend.abort();
                     Ok(Finish::Short {
                         declared,
