@@ -217,8 +217,8 @@ impl<'r> Request<'r> {
     }
 
     /// Sets `r->filename` (a copy in the request pool).
-    pub fn set_filename(&mut self, filename: &str) {
-        let copy = self.pool_str(filename);
+    pub fn set_filename(&mut self, filename: &[u8]) {
+        let copy = self.pool_bytes(filename);
         // SAFETY: exclusive access for 'r; the copy lives in the request pool.
         unsafe { (*self.raw.as_ptr()).filename = copy };
     }
@@ -290,10 +290,11 @@ impl<'r> Request<'r> {
         body(&io)
     }
 
-    fn pool_str(&self, s: &str) -> *mut c_char {
-        let s = cstring(s);
-        // SAFETY: copies the string into the live request pool.
-        unsafe { sys::apr_pstrdup(self.rec().pool, s.as_ptr()) }
+    fn pool_bytes(&self, s: &[u8]) -> *mut c_char {
+        // Bytes after a NUL (which a decoded URL never has: Apache refuses %00) are dropped.
+        let end = s.iter().position(|&b| b == 0).unwrap_or(s.len());
+        // SAFETY: copies `end` bytes into the live request pool and NUL-terminates them.
+        unsafe { sys::apr_pstrmemdup(self.rec().pool, s.as_ptr().cast(), end) }
     }
 }
 

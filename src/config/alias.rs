@@ -5,7 +5,7 @@
 //! slash in `PATH_INFO`, so `WSGIScriptAlias / /srv/app.wsgi` gives `SCRIPT_NAME` `""` and
 //! `PATH_INFO` `/…`.
 
-use regex::Regex;
+use regex::bytes::Regex;
 
 use super::{ConfigError, GroupSpec, parse_callable_object, parse_on_off};
 
@@ -46,7 +46,7 @@ pub struct AliasOptions {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AliasMatch {
     /// The file name to give Apache (`r->filename`): the target plus the rest of the URL.
-    pub filename: String,
+    pub filename: Vec<u8>,
 }
 
 const OPTIONS: &str = "process-group, application-group, callable-object, pass-authorization";
@@ -129,9 +129,13 @@ impl ScriptAlias {
     }
 
     /// Maps `uri` (the decoded request path) if this alias covers it.
-    pub fn apply(&self, uri: &str) -> Option<AliasMatch> {
+    ///
+    /// URLs are bytes: a decoded path need not be UTF-8, and its bytes are kept as they are.
+    pub fn apply(&self, uri: &[u8]) -> Option<AliasMatch> {
         let (mut target, matched) = match &self.pattern {
-            AliasPattern::Prefix(prefix) => (self.target.clone(), prefix_match(uri, prefix)?),
+            AliasPattern::Prefix(prefix) => {
+                (self.target.as_bytes().to_vec(), prefix_match(uri, prefix)?)
+            }
             AliasPattern::Regex(re) => {
                 let caps = re.captures(uri)?;
                 let whole = caps.get(0)?;
@@ -140,17 +144,17 @@ impl ScriptAlias {
         };
         let mut rest = &uri[matched..];
         // A mount ending in '/' onto a file: the slash starts PATH_INFO.
-        if matched > 0 && uri.as_bytes()[matched - 1] == b'/' && !target.ends_with('/') {
+        if matched > 0 && uri[matched - 1] == b'/' && !target.ends_with(b"/") {
             rest = &uri[matched - 1..];
         }
-        target.push_str(rest);
+        target.extend_from_slice(rest);
         Some(AliasMatch { filename: target })
     }
 }
 
 /// Length of the part of `uri` that `prefix` matches, the way `mod_alias` matches, or `None`.
-fn prefix_match(uri: &str, prefix: &str) -> Option<usize> {
-    let u = uri.as_bytes();
+fn prefix_match(uri: &[u8], prefix: &str) -> Option<usize> {
+    let u = uri;
     let p = prefix.as_bytes();
     let (mut i, mut j) = (0, 0);
     while j < p.len() {
@@ -181,20 +185,20 @@ fn prefix_match(uri: &str, prefix: &str) -> Option<usize> {
 
 /// Replaces `$0`…`$9` in `template` with the captured groups (missing groups are empty);
 /// `\$` is a literal dollar.
-fn substitute(template: &str, caps: &regex::Captures<'_>) -> String {
-    let mut out = String::with_capacity(template.len());
-    let mut chars = template.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '\\' if chars.peek() == Some(&'$') => {
-                out.push('$');
-                chars.next();
+fn substitute(template: &str, caps: &regex::bytes::Captures<'_>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(template.len());
+    let mut bytes = template.bytes().peekable();
+    while let Some(b) = bytes.next() {
+        match b {
+            b'\\' if bytes.peek() == Some(&b'$') => {
+                out.push(b'$');
+                bytes.next();
             }
-            '$' if chars.peek().is_some_and(char::is_ascii_digit) => {
-                let digit = chars.next().and_then(|d| d.to_digit(10)).unwrap_or(0) as usize;
-                out.push_str(caps.get(digit).map_or("", |m| m.as_str()));
+            b'$' if bytes.peek().is_some_and(u8::is_ascii_digit) => {
+                let digit = bytes.next().map_or(0, |d| usize::from(d - b'0'));
+                out.extend_from_slice(caps.get(digit).map_or(&[][..], |m| m.as_bytes()));
             }
-            c => out.push(c),
+            b => out.push(b),
         }
     }
     out
@@ -210,7 +214,15 @@ mod tests {
     }
 
     fn filename(a: &ScriptAlias, uri: &str) -> Option<String> {
-        a.apply(uri).map(|m| m.filename)
+        a.apply(uri.as_bytes())
+            .map(|m| String::from_utf8(m.filename).unwrap())
+    }
+
+    #[test]
+    fn non_utf8_bytes_are_kept() {
+        let a = alias(&["/", "/srv/app.wsgi"], false);
+        let m = a.apply(b"/caf\xff").unwrap();
+        assert_eq!(m.filename, b"/srv/app.wsgi/caf\xff");
     }
 
     #[test]

@@ -90,6 +90,18 @@ fn with_port(host: &str, port: u16) -> String {
     }
 }
 
+/// `//` and longer runs of slashes folded to one, in a byte string.
+pub fn collapse_slashes_bytes(path: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(path.len());
+    for &b in path {
+        if b == b'/' && out.last() == Some(&b'/') {
+            continue;
+        }
+        out.push(b);
+    }
+    out
+}
+
 /// `//` and longer runs of slashes folded to one.
 pub fn collapse_slashes(path: &str) -> String {
     let mut out = String::with_capacity(path.len());

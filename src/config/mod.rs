@@ -18,7 +18,7 @@ use std::path::PathBuf;
 
 pub use alias::{AliasMatch, AliasOptions, AliasPattern, ScriptAlias};
 pub use directive::{Directive, Scope};
-pub use group::{GroupContext, GroupSpec, collapse_slashes};
+pub use group::{GroupContext, GroupSpec, collapse_slashes, collapse_slashes_bytes};
 
 /// A directive's arguments could not be accepted.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -245,7 +245,7 @@ impl ServerConfig {
     }
 
     /// The first alias that maps `uri`, with what it maps it to.
-    pub fn find_alias(&self, uri: &str) -> Option<(&ScriptAlias, AliasMatch)> {
+    pub fn find_alias(&self, uri: &[u8]) -> Option<(&ScriptAlias, AliasMatch)> {
         self.script_aliases
             .iter()
             .find_map(|alias| alias.apply(uri).map(|m| (alias, m)))

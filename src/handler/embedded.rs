@@ -62,7 +62,14 @@ impl Backend for EmbeddedBackend {
 /// Serves the request with the application in `script`.
 pub(super) fn serve(r: &mut Request<'_>, script: &str, options: Option<&AliasOptions>) -> i32 {
     let dir = r.dir_config();
-    if let Err(status) = r.setup_body(dir.chunked_request.unwrap_or(false)) {
+    let chunked_allowed = dir.chunked_request.unwrap_or(false);
+    if let Err(status) = r.setup_body(chunked_allowed) {
+        if status == sys::HTTP_LENGTH_REQUIRED as i32 && !chunked_allowed {
+            tracing::error!(
+                "WSGI0026: a chunked request body was refused for '{script}': it needs \
+                 `WSGIChunkedRequest On`"
+            );
+        }
         return status;
     }
     // Header names with characters other than letters, digits and '-' could be confused with
@@ -72,7 +79,7 @@ pub(super) fn serve(r: &mut Request<'_>, script: &str, options: Option<&AliasOpt
 
     let request_id = r.log_id();
     let (script_name, path_info) = split_script_name(r.uri(), r.path_info());
-    let group = application_group(r, options, &script_name);
+    let group = application_group(r, options, &String::from_utf8_lossy(&script_name));
     let callable = callable_object(r, options);
     let pass_authorization = options
         .and_then(|o| o.pass_authorization)
@@ -91,8 +98,8 @@ pub(super) fn serve(r: &mut Request<'_>, script: &str, options: Option<&AliasOpt
         (b"REQUEST_METHOD", method),
         (b"QUERY_STRING", r.args()),
         (b"REQUEST_URI", r.unparsed_uri()),
-        (b"SCRIPT_NAME", script_name.as_bytes()),
-        (b"PATH_INFO", path_info.as_bytes()),
+        (b"SCRIPT_NAME", &script_name),
+        (b"PATH_INFO", &path_info),
     ]);
     if let Some(auth) = r.header_in(c"Authorization").filter(|_| pass_authorization) {
         cgi.push((b"HTTP_AUTHORIZATION", auth));

@@ -6,10 +6,8 @@
 
 mod embedded;
 
-use std::borrow::Cow;
-
 use crate::apache::{FileKind, Request, sys};
-use crate::config::{AliasOptions, GroupContext, GroupSpec, ImportScript, collapse_slashes};
+use crate::config::{AliasOptions, GroupContext, GroupSpec, ImportScript, collapse_slashes_bytes};
 
 pub use embedded::EmbeddedBackend;
 
@@ -21,8 +19,8 @@ const ALIAS_NOTE: &std::ffi::CStr = c"mod_wsgi.alias";
 
 /// translate_name: maps a URL covered by `WSGIScriptAlias`/`WSGIScriptAliasMatch` to its script.
 pub fn translate(r: &mut Request<'_>) -> i32 {
-    let uri = String::from_utf8_lossy(r.uri());
-    if !uri.starts_with('/') {
+    let uri = r.uri();
+    if !uri.starts_with(b"/") {
         return sys::DECLINED;
     }
     let config = r.server_config();
@@ -30,7 +28,7 @@ pub fn translate(r: &mut Request<'_>) -> i32 {
         .script_aliases
         .iter()
         .enumerate()
-        .find_map(|(i, alias)| alias.apply(&uri).map(|m| (i, m)))
+        .find_map(|(i, alias)| alias.apply(uri).map(|m| (i, m)))
     else {
         return sys::DECLINED;
     };
@@ -128,19 +126,14 @@ pub fn handle(r: &mut Request<'_>) -> i32 {
 
 /// `SCRIPT_NAME` and `PATH_INFO` of a request: the URI minus the path info, and the path info,
 /// with runs of slashes collapsed; a trailing slash of the mount point belongs to `PATH_INFO`.
-fn split_script_name(uri: &[u8], path_info: &[u8]) -> (String, String) {
-    let uri = String::from_utf8_lossy(uri);
-    let path_info = String::from_utf8_lossy(path_info);
-    let script_name: Cow<'_, str> = match uri.strip_suffix(path_info.as_ref()) {
-        Some(prefix) => Cow::Borrowed(prefix),
-        None => Cow::Borrowed(uri.as_ref()),
-    };
-    let mut script_name = collapse_slashes(&script_name);
-    let mut path_info = collapse_slashes(&path_info);
-    while script_name.ends_with('/') {
+fn split_script_name(uri: &[u8], path_info: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    let script_name = uri.strip_suffix(path_info).unwrap_or(uri);
+    let mut script_name = collapse_slashes_bytes(script_name);
+    let mut path_info = collapse_slashes_bytes(path_info);
+    while script_name.last() == Some(&b'/') {
         script_name.pop();
-        path_info.insert(0, '/');
-        path_info = collapse_slashes(&path_info);
+        path_info.insert(0, b'/');
+        path_info = collapse_slashes_bytes(&path_info);
     }
     (script_name, path_info)
 }
@@ -192,7 +185,8 @@ mod tests {
     use super::split_script_name;
 
     fn split(uri: &str, pi: &str) -> (String, String) {
-        split_script_name(uri.as_bytes(), pi.as_bytes())
+        let (s, p) = split_script_name(uri.as_bytes(), pi.as_bytes());
+        (String::from_utf8(s).unwrap(), String::from_utf8(p).unwrap())
     }
 
     #[test]

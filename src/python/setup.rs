@@ -48,13 +48,27 @@ if restrict_signal:
     import signal as _signal
     import traceback as _traceback
     _getsignal = _signal.getsignal
+    import mod_wsgi as _mod_wsgi
     def _ignored_signal(signalnum, handler):
-        sys.stderr.write('mod_wsgi: signal.signal(%r, ...) ignored: the Apache process owns '
-                         'its signals (WSGIRestrictSignal On)\\n' % (signalnum,))
-        sys.stderr.writelines(_traceback.format_stack()[:-1])
+        stack = ''.join(_traceback.format_stack()[:-1]).rstrip('\\n')
+        _mod_wsgi._log_warning(
+            'WSGI0027: signal.signal(%r, ...) ignored: the Apache process owns its signals '
+            '(WSGIRestrictSignal On); called from:\\n%s' % (signalnum, stack))
         return _getsignal(signalnum)
     _signal.signal = _ignored_signal
 ";
+
+/// `mod_wsgi._log_warning(message)`: one warning line per line of `message`, with the GIL
+/// released while writing.
+#[pyfunction]
+#[pyo3(name = "_log_warning")]
+fn log_warning(py: Python<'_>, message: &str) {
+    py.detach(|| {
+        for line in message.lines() {
+            tracing::warn!("{line}");
+        }
+    });
+}
 
 /// Sets up the interpreter that is current on this thread, for application group `group`.
 pub fn configure(py: Python<'_>, group: &str) {
@@ -96,6 +110,7 @@ fn try_configure(py: Python<'_>, group: &str) -> PyResult<()> {
     mod_wsgi.add("maximum_processes", info.maximum_processes)?;
     mod_wsgi.add("threads_per_process", info.threads_per_process)?;
     mod_wsgi.add("FileWrapper", py.get_type::<FileWrapper>())?;
+    mod_wsgi.add_function(wrap_pyfunction!(log_warning, &mod_wsgi)?)?;
     mod_wsgi.add(
         "_load_lock",
         py.import("_thread")?.call_method0("allocate_lock")?,

@@ -28,7 +28,7 @@ pub struct ResponseHead {
 #[non_exhaustive]
 pub enum HeadError {
     /// The status line is not `NNN` or `NNN reason`.
-    #[error("invalid status line {0:?}: expected three digits, a space and a reason")]
+    #[error("invalid status {0:?}: expected three digits, a space and a reason phrase")]
     Status(String),
     /// A header name is empty or has a space or control character.
     #[error("invalid header name {0:?}")]
@@ -52,16 +52,12 @@ pub fn parse_status(status: &str) -> Result<(u16, Option<String>), HeadError> {
     if code < 100 {
         return Err(bad());
     }
-    match &status[3..] {
-        "" => Ok((code, None)),
-        rest => {
-            let reason = rest.strip_prefix(' ').ok_or_else(bad)?;
-            if reason.chars().any(char::is_control) {
-                return Err(bad());
-            }
-            Ok((code, Some(reason.to_owned())))
-        }
+    // PEP 3333: the code, a space and a reason phrase (which may be empty).
+    let reason = status[3..].strip_prefix(' ').ok_or_else(bad)?;
+    if reason.chars().any(char::is_control) {
+        return Err(bad());
     }
+    Ok((code, Some(reason.to_owned())))
 }
 
 /// Checks one header.
@@ -392,7 +388,8 @@ mod tests {
             parse_status("404 Not Found"),
             Ok((404, Some("Not Found".into())))
         );
-        assert_eq!(parse_status("200"), Ok((200, None)));
+        assert_eq!(parse_status("207 "), Ok((207, Some(String::new()))));
+        assert!(parse_status("200").is_err());
         assert!(parse_status("200OK").is_err());
         assert!(parse_status("2000 OK").is_err());
         assert!(parse_status("20 OK").is_err());
