@@ -691,3 +691,22 @@ fn collect_files(root: &Path, dir: &Path, out: &mut Vec<(String, Vec<u8>)>) {
         }
     }
 }
+
+#[test]
+fn module_links_debians_libpython() {
+    // Apache's children must load the system libpython 3.11, whatever `python3` is on PATH.
+    let output = Command::new("ldd")
+        .arg(module_path())
+        .output()
+        .expect("cannot run ldd");
+    let listing = String::from_utf8_lossy(&output.stdout);
+    let line = listing
+        .lines()
+        .find(|l| l.contains("libpython"))
+        .unwrap_or_else(|| panic!("no libpython in:\n{listing}"));
+    assert!(
+        line.contains("libpython3.11.so.1.0 => /lib/x86_64-linux-gnu/libpython3.11.so.1.0")
+            || line.contains("libpython3.11.so.1.0 => /usr/lib/x86_64-linux-gnu/libpython3.11"),
+        "{line}"
+    );
+}

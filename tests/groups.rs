@@ -94,6 +94,9 @@ fn two_virtual_hosts_serving_one_script_get_two_interpreters() {
             "<VirtualHost 127.0.0.1:${TEST_PORT}>\n  ServerName a.test\n  \
                WSGIScriptAlias /app ${TEST_DIR}/app.wsgi\n</VirtualHost>\n\
              <VirtualHost 127.0.0.1:${TEST_PORT}>\n  ServerName b.test\n  \
+               WSGIScriptAlias /app ${TEST_DIR}/app.wsgi\n</VirtualHost>\n\
+             <VirtualHost 127.0.0.1:${TEST_PORT}>\n  ServerName c.test\n  \
+               WSGIApplicationGroup vhost-wide\n  \
                WSGIScriptAlias /app ${TEST_DIR}/app.wsgi\n</VirtualHost>",
         )
         .start();
@@ -113,6 +116,8 @@ fn two_virtual_hosts_serving_one_script_get_two_interpreters() {
     assert_eq!(field(&a1, "calls"), "1");
     assert_eq!(field(&b1, "calls"), "1");
     assert_eq!(field(&a2, "calls"), "2");
+    // WSGIApplicationGroup in virtual-host context.
+    assert_eq!(field(&get("c.test"), "group"), "vhost-wide");
 }
 
 #[test]
