@@ -14,6 +14,11 @@ const FUNCTIONS: &[&str] = &[
     "ap_add_common_vars",
     "ap_allow_options",
     "ap_check_cmd_context",
+    "ap_close_listeners",
+    "ap_runtime_dir_relative",
+    "apr_proc_fork",
+    "apr_proc_other_child_register",
+    "apr_proc_other_child_unregister",
     "ap_discard_request_body",
     "ap_get_client_block",
     "ap_get_server_banner",
@@ -36,6 +41,8 @@ const FUNCTIONS: &[&str] = &[
     "apr_palloc",
     "apr_pool_cleanup_null",
     "apr_pool_cleanup_register",
+    "apr_pool_userdata_get",
+    "apr_pool_userdata_set",
     "apr_pstrdup",
     "apr_pstrmemdup",
     "apr_table_add",
@@ -61,6 +68,8 @@ const TYPES: &[&str] = &[
     "apr_array_header_t",
     "apr_filetype_e",
     "apr_bucket_brigade",
+    "apr_proc_t",
+    "unixd_config_rec",
     "ap_filter_type",
 ];
 
@@ -88,6 +97,10 @@ const VARS: &[&str] = &[
     "APR_HOOK_.*",
     "APR_SUCCESS",
     "APR_EOF",
+    "APR_INCHILD",
+    "APR_INPARENT",
+    "APR_OC_REASON_.*",
+    "ap_unixd_config",
 ];
 
 fn main() {

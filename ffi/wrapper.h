@@ -15,5 +15,8 @@
 #include <apr_pools.h>
 #include <apr_buckets.h>
 #include <util_filter.h>
+#include <unixd.h>
+#include <ap_listen.h>
+#include <apr_thread_proc.h>
 
 #include "shim.h"

@@ -12,6 +12,7 @@
 
 pub mod apache;
 pub mod config;
+pub mod daemon;
 pub mod handler;
 pub mod python;
 pub mod wsgi;

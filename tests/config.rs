@@ -95,6 +95,11 @@ const BAD_DIRECTIVES: &[Bad] = &[
     bad(Context::Server, "WSGIMapHEADToGET maybe", "WSGIMapHEADToGET: must be one of: Off | On | Auto"),
     bad(Context::Directory, "WSGIEnableSendfile 1", "WSGIEnableSendfile must be one of: Off | On"),
     bad(Context::VirtualHost, "WSGISocketPrefix /tmp/x", "cannot occur within <VirtualHost>"),
+    bad(Context::Server, "WSGIDaemonProcess site colour=red", "unknown option 'colour'"),
+    bad(Context::Server, "WSGIDaemonProcess site user=root", "may not run as root"),
+    bad(Context::Directory, "WSGIProcessGroup %{SERVER}", "use %{GLOBAL}, %{ENV:VAR}"),
+    bad(Context::Server, "WSGIRestrictEmbedded maybe", "WSGIRestrictEmbedded must be one of"),
+    bad(Context::Directory, "WSGIRestrictProcess", "expects one or more group names"),
     bad(
         Context::Server,
         "WSGIImportScript /x.wsgi process-group=%{GLOBAL}",

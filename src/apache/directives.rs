@@ -49,6 +49,31 @@ const fn table() -> [sys::command_rec; COUNT + 1] {
     table
 }
 
+/// Records a daemon group name for the configuration being read (kept in the configuration
+/// pool, so each read starts afresh); false if the name was already taken.
+///
+/// # Safety
+/// `pool` must be the live configuration pool.
+unsafe fn claim_daemon_name(pool: *mut sys::apr_pool_t, name: &str) -> bool {
+    const KEY: &std::ffi::CStr = c"mod_wsgi_rs.daemon_names";
+    type Names = std::collections::HashSet<String>;
+    let mut data: *mut c_void = ptr::null_mut();
+    // SAFETY: live pool; userdata under our key is only ever a `Names` set by this function.
+    unsafe {
+        sys::apr_pool_userdata_get(&mut data, KEY.as_ptr(), pool);
+        if data.is_null() {
+            unsafe extern "C" fn drop_names(data: *mut c_void) -> sys::apr_status_t {
+                // SAFETY: `data` is the Box made below; the pool runs this cleanup once.
+                drop(unsafe { Box::from_raw(data.cast::<Names>()) });
+                sys::APR_SUCCESS as sys::apr_status_t
+            }
+            data = Box::into_raw(Box::<Names>::default()).cast();
+            sys::apr_pool_userdata_set(data, KEY.as_ptr(), Some(drop_names), pool);
+        }
+        (*data.cast::<Names>()).insert(name.to_owned())
+    }
+}
+
 /// Apache calls this for every `WSGI*` directive in the configuration.
 unsafe extern "C" fn apply_directive(
     cmd: *mut sys::cmd_parms,
@@ -87,7 +112,9 @@ unsafe extern "C" fn apply_directive(
                 &mut *mconfig.cast::<DirConfig>(),
             )
         };
-        match directive.apply(&args, server, dir) {
+        // SAFETY: `cmd->pool` is the configuration pool of this read of the configuration.
+        let mut claim = |name: &str| unsafe { claim_daemon_name((*cmd).pool, name) };
+        match directive.apply(&args, server, dir, &mut claim) {
             Ok(()) => ptr::null(),
             Err(e) => {
                 let message =

@@ -68,8 +68,36 @@ impl Drop for RequestScope {
     }
 }
 
+thread_local! {
+    /// The id of the request this thread serves outside Apache's own request processing (a
+    /// daemon process), set by [`RequestIdScope`].
+    static CURRENT_REQUEST_ID: std::cell::RefCell<Option<String>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// While alive, this thread's log lines carry request id `id` (daemon processes, which have
+/// no `request_rec`).
+pub struct RequestIdScope(());
+
+impl RequestIdScope {
+    /// Tags this thread's log lines with `id` until the scope is dropped.
+    pub fn enter(id: &str) -> Self {
+        CURRENT_REQUEST_ID.with(|c| *c.borrow_mut() = Some(id.to_owned()));
+        Self(())
+    }
+}
+
+impl Drop for RequestIdScope {
+    fn drop(&mut self) {
+        CURRENT_REQUEST_ID.with(|c| *c.borrow_mut() = None);
+    }
+}
+
 /// Apache's log id of the request this thread is serving, if any.
 pub fn current_request_id() -> Option<String> {
+    if let Some(id) = CURRENT_REQUEST_ID.with(|c| c.borrow().clone()) {
+        return Some(id);
+    }
     let r = CURRENT_REQUEST.with(Cell::get);
     if r.is_null() {
         return None;

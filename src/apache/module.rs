@@ -7,6 +7,7 @@
 
 use std::ffi::{c_char, c_int, c_ulong};
 use std::ptr;
+use std::sync::Arc;
 
 use super::boundary::guard;
 use super::config::{
@@ -15,6 +16,7 @@ use super::config::{
 use super::directives::COMMANDS;
 use super::request::Request;
 use super::{log, process, sys};
+use crate::config::DaemonConfig;
 
 /// The module record. Apache writes `module_index`, `next` and the load handle into it, so it is
 /// a mutable static; Rust code only reads `module_index` (see [`module_index`]).
@@ -90,7 +92,7 @@ unsafe extern "C" fn register_hooks(_pool: *mut sys::apr_pool_t) {
 }
 
 unsafe extern "C" fn post_config(
-    _pconf: *mut sys::apr_pool_t,
+    pconf: *mut sys::apr_pool_t,
     _plog: *mut sys::apr_pool_t,
     _ptemp: *mut sys::apr_pool_t,
     server: *mut sys::server_rec,
@@ -101,12 +103,42 @@ unsafe extern "C" fn post_config(
         || {
             // SAFETY: Apache passes its main server record, valid for this configuration cycle.
             unsafe { log::install(server) };
-            if process::is_real_start() {
-                tracing::debug!("mod_wsgi-rs {} configured", env!("CARGO_PKG_VERSION"));
+            if !process::is_real_start() {
+                return sys::OK as c_int;
             }
-            sys::OK as c_int
+            tracing::debug!("mod_wsgi-rs {} configured", env!("CARGO_PKG_VERSION"));
+            start_daemons(pconf, server)
         },
     )
+}
+
+/// Starts the `WSGIDaemonProcess` groups of the whole configuration (Apache parent).
+fn start_daemons(pconf: *mut sys::apr_pool_t, server: *mut sys::server_rec) -> c_int {
+    // SAFETY: the main server and every virtual host hold our records (see
+    // `all_server_configs`); `pconf` lives for this configuration cycle.
+    let (servers, pool) = unsafe {
+        (
+            super::config::all_server_configs(server),
+            process::Pool::from_raw(pconf),
+        )
+    };
+    let Some(main) = servers.first() else {
+        return sys::OK as c_int;
+    };
+    let mut daemons: Vec<Arc<DaemonConfig>> = Vec::new();
+    for daemon in servers.iter().flat_map(|s| s.daemons.iter()) {
+        if !daemons.iter().any(|d| d.name == daemon.name) {
+            daemons.push(Arc::clone(daemon));
+        }
+    }
+    let prefix = main.socket_prefix.as_deref();
+    match crate::daemon::manager::start(pool, daemons, main.python.clone(), prefix) {
+        Ok(()) => sys::OK as c_int,
+        Err(e) => {
+            tracing::error!("WSGI0046: daemon mode cannot start: {e}");
+            sys::HTTP_INTERNAL_SERVER_ERROR as c_int
+        }
+    }
 }
 
 unsafe extern "C" fn child_init(pool: *mut sys::apr_pool_t, server: *mut sys::server_rec) {

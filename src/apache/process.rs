@@ -1,6 +1,7 @@
 //! Facts about the Apache process and its MPM, and process-level pool cleanups.
 
 use std::ffi::c_void;
+use std::ptr;
 
 use super::sys;
 
@@ -100,4 +101,187 @@ mod tests {
         assert_eq!(super::parse_version("Apache/2.4.71 (Debian)"), (2, 4, 71));
         assert_eq!(super::parse_version("weird"), (0, 0, 0));
     }
+}
+
+/// The identity Apache's children run as (`User`/`Group`).
+#[derive(Clone, Debug)]
+pub struct ApacheIdentity {
+    /// `User`'s uid.
+    pub uid: u32,
+    /// `Group`'s gid.
+    pub gid: u32,
+}
+
+/// Apache's `User` and `Group`, as resolved by mod_unixd.
+pub fn apache_identity() -> ApacheIdentity {
+    // SAFETY: mod_unixd fills `ap_unixd_config` while reading the configuration and only reads
+    // it afterwards; we read two plain integers.
+    let (uid, gid) = unsafe { (sys::ap_unixd_config.user_id, sys::ap_unixd_config.group_id) };
+    ApacheIdentity { uid, gid }
+}
+
+/// A path relative to Apache's `DefaultRuntimeDir` (absolute paths are kept).
+pub fn runtime_dir_relative(pool: Pool, name: &str) -> String {
+    let Ok(name) = std::ffi::CString::new(name) else {
+        return String::new();
+    };
+    // SAFETY: `pool` is live (Pool's contract); the result is a pool string.
+    let path = unsafe { sys::ap_runtime_dir_relative(pool.0, name.as_ptr()) };
+    if path.is_null() {
+        return String::new();
+    }
+    // SAFETY: a NUL-terminated string in the pool.
+    unsafe { std::ffi::CStr::from_ptr(path) }
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// Apache's configuration generation (increments on each restart).
+pub fn config_generation() -> u32 {
+    // SAFETY: a plain query of Apache's state.
+    let generation = unsafe { sys::ap_state_query(sys::AP_SQ_CONFIG_GEN as i32) };
+    u32::try_from(generation).unwrap_or(0)
+}
+
+/// An APR pool that stays alive for as long as the value is used (the configuration pool
+/// during `post_config`, or a child's pool).
+#[derive(Clone, Copy, Debug)]
+pub struct Pool(*mut sys::apr_pool_t);
+
+// SAFETY: the pool pointer is only used from the thread Apache runs its hooks on; the type is
+// Send only so that it can sit in the (mutex-protected) daemon registry of the parent.
+unsafe impl Send for Pool {}
+
+impl Pool {
+    /// Wraps a pool pointer.
+    ///
+    /// # Safety
+    /// `pool` must be a live APR pool for as long as the value (or a copy) is used.
+    pub unsafe fn from_raw(pool: *mut sys::apr_pool_t) -> Self {
+        Self(pool)
+    }
+
+    /// Runs `f` when the pool is cleared or destroyed.
+    pub fn on_cleanup(self, f: fn()) {
+        // SAFETY: live pool (the type's contract).
+        unsafe { on_pool_cleanup(self.0, f) };
+    }
+}
+
+/// Which side of a fork this is.
+pub enum Forked {
+    /// The parent, with the child's pid.
+    Parent(i32),
+    /// The new child process (Apache's listening sockets already closed in it).
+    Child,
+}
+
+/// Forks the Apache parent into a new process for a daemon; in the child, `env` is added to
+/// the environment before anything else runs.
+pub fn fork(pool: Pool, env: &[(String, String)]) -> std::io::Result<Forked> {
+    let mut proc: sys::apr_proc_t = sys::apr_proc_t::default();
+    // SAFETY: `pool` is live; apr_proc_fork fills `proc`. In the child, the listeners Apache
+    // opened are closed at once (a daemon must never accept HTTP connections).
+    let status = unsafe { sys::apr_proc_fork(&mut proc, pool.0) };
+    match status as u32 {
+        sys::APR_INCHILD => {
+            // SAFETY: we are the new child, which has exactly one thread until it starts more:
+            // changing the environment is safe, and closing Apache's listeners is what
+            // Apache's own helper processes do.
+            unsafe {
+                sys::ap_close_listeners();
+                for (name, value) in env {
+                    std::env::set_var(name, value);
+                }
+            }
+            Ok(Forked::Child)
+        }
+        sys::APR_INPARENT => Ok(Forked::Parent(proc.pid)),
+        _ => Err(std::io::Error::other(format!(
+            "fork failed (APR status {status})"
+        ))),
+    }
+}
+
+/// What happened to a watched child process.
+#[derive(Clone, Copy, Debug)]
+pub enum ChildEvent {
+    /// It exited or was killed; the raw wait status.
+    Died(i32),
+    /// Apache is restarting or stopping: the registration is being dropped.
+    Unregistered,
+}
+
+/// Asks Apache's MPM to call `on_event(slot, event)` in the parent when child `pid` dies.
+/// The registration ends with `pool`.
+pub fn watch_child(pool: Pool, pid: i32, slot: usize, on_event: fn(usize, ChildEvent)) {
+    struct Watch {
+        proc: sys::apr_proc_t,
+        slot: usize,
+        on_event: fn(usize, ChildEvent),
+        /// Set once the death was reported: the unregistration that follows is not news.
+        dead: std::cell::Cell<bool>,
+    }
+    unsafe extern "C" fn maintenance(reason: std::ffi::c_int, data: *mut c_void, status: i32) {
+        // SAFETY: `data` is the Watch allocated below, alive until the pool cleanup frees it
+        // (APR calls this at the latest from that cleanup, with reason UNREGISTER).
+        let watch = unsafe { &*data.cast::<Watch>() };
+        if watch.dead.get() {
+            return;
+        }
+        let event = match reason as u32 {
+            sys::APR_OC_REASON_DEATH | sys::APR_OC_REASON_LOST => ChildEvent::Died(status),
+            sys::APR_OC_REASON_RESTART | sys::APR_OC_REASON_UNREGISTER => ChildEvent::Unregistered,
+            _ => return,
+        };
+        if let ChildEvent::Died(_) = event {
+            watch.dead.set(true);
+            // SAFETY: the registration of this very Watch; unregistering from inside the
+            // callback is how APR expects a dead child to be dropped (the UNREGISTER call it
+            // makes back into this function is ignored: `dead` is set).
+            unsafe { sys::apr_proc_other_child_unregister(data) };
+        }
+        let (slot, on_event) = (watch.slot, watch.on_event);
+        super::boundary::guard("daemon watch", || (), || on_event(slot, event));
+    }
+    unsafe extern "C" fn free_watch(data: *mut c_void) -> sys::apr_status_t {
+        // SAFETY: the Box made below; the pool runs this cleanup once, after APR's own
+        // other-child cleanup for it (registered later, so run earlier).
+        drop(unsafe { Box::from_raw(data.cast::<Watch>()) });
+        sys::APR_SUCCESS as sys::apr_status_t
+    }
+    let proc = sys::apr_proc_t {
+        pid,
+        ..Default::default()
+    };
+    let watch = Box::into_raw(Box::new(Watch {
+        proc,
+        slot,
+        on_event,
+        dead: std::cell::Cell::new(false),
+    }));
+    // SAFETY: `pool` is live; APR keeps the pointers to `proc` and `watch`, which stay valid
+    // until `free_watch` runs (registered first, so it runs after APR's unregistration).
+    unsafe {
+        sys::apr_pool_cleanup_register(
+            pool.0,
+            watch.cast(),
+            Some(free_watch),
+            Some(sys::apr_pool_cleanup_null),
+        );
+        sys::apr_proc_other_child_register(
+            &raw mut (*watch).proc,
+            Some(maintenance),
+            watch.cast(),
+            ptr::null_mut(),
+            pool.0,
+        );
+    }
+}
+
+/// Ends this process at once, without running `atexit` handlers or Apache's pool cleanups
+/// (which, in a forked daemon, belong to the Apache parent).
+pub fn exit_now(code: i32) -> ! {
+    // SAFETY: `_exit` only ends the process; it has no preconditions.
+    unsafe { libc::_exit(code) }
 }

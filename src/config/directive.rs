@@ -4,8 +4,8 @@
 use std::ffi::CStr;
 
 use super::{
-    ConfigError, DirConfig, GroupSpec, HeadMapping, ImportScript, ScriptAlias, ServerConfig,
-    parse_on_off,
+    ConfigError, DaemonConfig, DirConfig, GroupSpec, HeadMapping, ImportScript, ScriptAlias,
+    ServerConfig, parse_on_off,
 };
 
 /// Where a directive may appear (Apache's `req_override` for it is derived from this).
@@ -63,6 +63,14 @@ pub enum Directive {
     SocketPrefix,
     /// `WSGIImportScript script process-group=… application-group=…`.
     ImportScript,
+    /// `WSGIDaemonProcess name option=value …`.
+    DaemonProcess,
+    /// `WSGIProcessGroup name`.
+    ProcessGroup,
+    /// `WSGIRestrictEmbedded On|Off`.
+    RestrictEmbedded,
+    /// `WSGIRestrictProcess group …`.
+    RestrictProcess,
 }
 
 impl Directive {
@@ -87,6 +95,10 @@ impl Directive {
         Self::DestroyInterpreter,
         Self::SocketPrefix,
         Self::ImportScript,
+        Self::DaemonProcess,
+        Self::ProcessGroup,
+        Self::RestrictEmbedded,
+        Self::RestrictProcess,
     ];
 
     /// The directive's name as written in `httpd.conf`, NUL-terminated for Apache's table.
@@ -111,6 +123,10 @@ impl Directive {
             Self::DestroyInterpreter => c"WSGIDestroyInterpreter",
             Self::SocketPrefix => c"WSGISocketPrefix",
             Self::ImportScript => c"WSGIImportScript",
+            Self::DaemonProcess => c"WSGIDaemonProcess",
+            Self::ProcessGroup => c"WSGIProcessGroup",
+            Self::RestrictEmbedded => c"WSGIRestrictEmbedded",
+            Self::RestrictProcess => c"WSGIRestrictProcess",
         }
     }
 
@@ -122,8 +138,11 @@ impl Directive {
     /// Where it may be written.
     pub const fn scope(self) -> Scope {
         match self {
-            Self::ScriptAlias | Self::ScriptAliasMatch | Self::ImportScript => Scope::Server,
-            Self::ApplicationGroup => Scope::Directory,
+            Self::ScriptAlias
+            | Self::ScriptAliasMatch
+            | Self::ImportScript
+            | Self::DaemonProcess => Scope::Server,
+            Self::ApplicationGroup | Self::ProcessGroup | Self::RestrictProcess => Scope::Directory,
             Self::CallableObject
             | Self::PassAuthorization
             | Self::ScriptReloading
@@ -138,7 +157,8 @@ impl Directive {
             | Self::RestrictStdin
             | Self::RestrictSignal
             | Self::DestroyInterpreter
-            | Self::SocketPrefix => Scope::Global,
+            | Self::SocketPrefix
+            | Self::RestrictEmbedded => Scope::Global,
         }
     }
 
@@ -148,6 +168,9 @@ impl Directive {
             Self::ScriptAlias => "URL-path file-or-folder [process-group=…] [application-group=…]",
             Self::ScriptAliasMatch => "regex file-or-folder [options]",
             Self::ImportScript => "script process-group=… application-group=…",
+            Self::DaemonProcess => "name [processes=N] [threads=N] [user=…] [option=value …]",
+            Self::ProcessGroup => "%{GLOBAL} | %{ENV:VAR} | name of a WSGIDaemonProcess group",
+            Self::RestrictProcess => "names of the daemon groups allowed here",
             Self::CallableObject => "name of the WSGI callable in the script (default application)",
             Self::ApplicationGroup => {
                 "%{GLOBAL} | %{SERVER} | %{HOST} | %{RESOURCE} | %{ENV:VAR} | name"
@@ -162,12 +185,14 @@ impl Directive {
     }
 
     /// Applies the directive's arguments. `server` is the record of the server or virtual host
-    /// being configured, `dir` the record of the enclosing section.
+    /// being configured, `dir` the record of the enclosing section; `claim_name` records a
+    /// daemon group name for the whole configuration, returning false if it was taken.
     pub fn apply(
         self,
         args: &[String],
         server: &mut ServerConfig,
         dir: &mut DirConfig,
+        claim_name: &mut dyn FnMut(&str) -> bool,
     ) -> Result<(), ConfigError> {
         let name = self.name();
         match self {
@@ -178,6 +203,30 @@ impl Directive {
             }
             Self::ImportScript => {
                 server.import_scripts.push(ImportScript::parse(name, args)?);
+                return Ok(());
+            }
+            Self::DaemonProcess => {
+                let daemon = DaemonConfig::parse(args)?;
+                if !claim_name(&daemon.name) {
+                    return Err(ConfigError::invalid(
+                        name,
+                        format!(
+                            "the name '{}' duplicates an earlier daemon group",
+                            daemon.name
+                        ),
+                    ));
+                }
+                server.daemons.push(std::sync::Arc::new(daemon));
+                return Ok(());
+            }
+            Self::RestrictProcess => {
+                if args.is_empty() {
+                    return Err(ConfigError::invalid(
+                        name,
+                        "expects one or more group names",
+                    ));
+                }
+                dir.restrict_process = Some(args.to_vec());
                 return Ok(());
             }
             _ => {}
@@ -211,9 +260,21 @@ impl Directive {
                 }
                 server.socket_prefix = Some(value.clone());
             }
-            Self::ScriptAlias | Self::ScriptAliasMatch | Self::ImportScript => {
-                unreachable!("handled above")
+            Self::ProcessGroup => {
+                if value.starts_with("%{") && value != "%{GLOBAL}" && !value.starts_with("%{ENV:") {
+                    return Err(ConfigError::invalid(
+                        name,
+                        format!("'{value}': use %{{GLOBAL}}, %{{ENV:VAR}} or a group name"),
+                    ));
+                }
+                dir.process_group = Some(value.clone());
             }
+            Self::RestrictEmbedded => server.restrict_embedded = parse_on_off(name, value)?,
+            Self::ScriptAlias
+            | Self::ScriptAliasMatch
+            | Self::ImportScript
+            | Self::DaemonProcess
+            | Self::RestrictProcess => unreachable!("handled above"),
         }
         Ok(())
     }
@@ -226,7 +287,8 @@ mod tests {
     fn apply(d: Directive, args: &[&str]) -> Result<(ServerConfig, DirConfig), ConfigError> {
         let (mut s, mut dir) = (ServerConfig::default(), DirConfig::default());
         let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
-        d.apply(&args, &mut s, &mut dir).map(|()| (s, dir))
+        d.apply(&args, &mut s, &mut dir, &mut |_| true)
+            .map(|()| (s, dir))
     }
 
     #[test]

@@ -11,12 +11,14 @@
 //! directive and `apache2 -t` fails.
 
 mod alias;
+mod daemon;
 mod directive;
 mod group;
 
 use std::path::PathBuf;
 
 pub use alias::{AliasMatch, AliasOptions, AliasPattern, ScriptAlias};
+pub use daemon::{DaemonConfig, Principal};
 pub use directive::{Directive, Scope};
 pub use group::{GroupContext, GroupSpec, collapse_slashes, collapse_slashes_bytes};
 
@@ -202,10 +204,13 @@ impl ImportScript {
         let missing = |what| ConfigError::invalid(directive, format!("{what}= is required"));
         let process_group = process_group.ok_or_else(|| missing("process-group"))?;
         if !process_group.is_empty() {
-            // TODO(#5): accept the names of WSGIDaemonProcess groups defined earlier.
+            // TODO(#5): preload into the daemon processes of that group.
             return Err(ConfigError::invalid(
                 directive,
-                format!("WSGI process group '{process_group}' is not configured"),
+                format!(
+                    "process-group={process_group}: preloading into daemon process groups is \
+                     not supported yet; use process-group=%{{GLOBAL}}"
+                ),
             ));
         }
         Ok(Self {
@@ -227,8 +232,12 @@ pub struct ServerConfig {
     /// `WSGIImportScript`: scripts loaded when a process starts.
     pub import_scripts: Vec<ImportScript>,
     /// `WSGISocketPrefix` (main server only).
-    // TODO(#5): used by daemon mode; accepted now so existing configurations load.
     pub socket_prefix: Option<String>,
+    /// `WSGIDaemonProcess` groups visible here: this server's own, then (after merging) the
+    /// main server's.
+    pub daemons: Vec<std::sync::Arc<DaemonConfig>>,
+    /// `WSGIRestrictEmbedded On` (main server only): requests not sent to a daemon fail.
+    pub restrict_embedded: bool,
 }
 
 impl ServerConfig {
@@ -241,6 +250,8 @@ impl ServerConfig {
             python: base.python.clone(),
             import_scripts: over.import_scripts.clone(),
             socket_prefix: base.socket_prefix.clone(),
+            daemons: over.daemons.iter().chain(&base.daemons).cloned().collect(),
+            restrict_embedded: base.restrict_embedded,
         }
     }
 
@@ -269,6 +280,10 @@ pub struct DirConfig {
     pub map_head_to_get: Option<HeadMapping>,
     /// `WSGIEnableSendfile`.
     pub enable_sendfile: Option<bool>,
+    /// `WSGIProcessGroup`: `%{GLOBAL}` (embedded), a daemon group name, or `%{ENV:VAR}`.
+    pub process_group: Option<String>,
+    /// `WSGIRestrictProcess`: the daemon groups that may be chosen here.
+    pub restrict_process: Option<Vec<String>>,
 }
 
 /// `WSGIMapHEADToGET`: whether the application sees a HEAD request as GET.
@@ -314,6 +329,14 @@ impl DirConfig {
             chunked_request: over.chunked_request.or(base.chunked_request),
             map_head_to_get: over.map_head_to_get.or(base.map_head_to_get),
             enable_sendfile: over.enable_sendfile.or(base.enable_sendfile),
+            process_group: over
+                .process_group
+                .clone()
+                .or_else(|| base.process_group.clone()),
+            restrict_process: over
+                .restrict_process
+                .clone()
+                .or_else(|| base.restrict_process.clone()),
         }
     }
 

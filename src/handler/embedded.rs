@@ -8,6 +8,7 @@ use std::sync::Arc;
 use super::{application_group, callable_object, split_script_name};
 use crate::apache::{Header, IoError, Request, RequestIo, sys};
 use crate::config::{AliasOptions, HeadMapping};
+use crate::daemon::manager::GroupInfo;
 use crate::python::runtime;
 use crate::wsgi::response::ResponseHead;
 use crate::wsgi::{self, Backend, BackendError, Outcome, RequestSpec};
@@ -60,7 +61,12 @@ impl Backend for EmbeddedBackend {
 }
 
 /// Serves the request with the application in `script`.
-pub(super) fn serve(r: &mut Request<'_>, script: &str, options: Option<&AliasOptions>) -> i32 {
+pub(super) fn serve(
+    r: &mut Request<'_>,
+    script: &str,
+    options: Option<&AliasOptions>,
+    daemon: Option<&GroupInfo>,
+) -> i32 {
     let dir = r.dir_config();
     let chunked_allowed = dir.chunked_request.unwrap_or(false);
     if let Err(status) = r.setup_body(chunked_allowed) {
@@ -129,6 +135,9 @@ pub(super) fn serve(r: &mut Request<'_>, script: &str, options: Option<&AliasOpt
         apache_version,
     };
 
+    if let Some(group) = daemon {
+        return crate::daemon::client::relay(r, &spec, group);
+    }
     let outcome = r.with_io(|io| {
         let backend: Arc<dyn Backend> = Arc::new(EmbeddedBackend {
             io: io.clone(),

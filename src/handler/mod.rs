@@ -8,6 +8,7 @@ mod embedded;
 
 use crate::apache::{FileKind, Request, sys};
 use crate::config::{AliasOptions, GroupContext, GroupSpec, ImportScript, collapse_slashes_bytes};
+use crate::daemon::manager::GroupInfo;
 
 pub use embedded::EmbeddedBackend;
 
@@ -100,17 +101,10 @@ pub fn handle(r: &mut Request<'_>) -> i32 {
         }
     }
     let options = alias_options(r);
-    if let Some(group) = options
-        .and_then(|o| o.process_group.as_deref())
-        .filter(|g| !g.is_empty() && *g != "%{GLOBAL}")
-    {
-        // TODO(#5): hand the request to the daemon process group.
-        tracing::error!(
-            "WSGI0025: no WSGI daemon process called '{group}' has been configured (daemon \
-             mode is not available yet); '{script}' not run"
-        );
-        return sys::HTTP_INTERNAL_SERVER_ERROR as i32;
-    }
+    let daemon = match daemon_group(r, options) {
+        Ok(daemon) => daemon,
+        Err(status) => return status,
+    };
     if options.is_none() && !r.allows_exec_cgi() {
         tracing::error!(
             "WSGI0022: Options ExecCGI is off in this directory: '{script}' (a .wsgi file served \
@@ -121,7 +115,60 @@ pub fn handle(r: &mut Request<'_>) -> i32 {
     if r.rejects_path_info() && !r.path_info().is_empty() {
         return sys::HTTP_NOT_FOUND as i32;
     }
-    embedded::serve(r, &script, options)
+    embedded::serve(r, &script, options, daemon.as_deref())
+}
+
+/// The daemon process group that serves this request (`None`: embedded mode), or the status
+/// to fail it with.
+fn daemon_group(
+    r: &Request<'_>,
+    options: Option<&AliasOptions>,
+) -> Result<Option<std::sync::Arc<GroupInfo>>, i32> {
+    let configured = options
+        .and_then(|o| o.process_group.as_deref())
+        .or(r.dir_config().process_group.as_deref())
+        .unwrap_or("");
+    let name = match configured
+        .strip_prefix("%{ENV:")
+        .and_then(|v| v.strip_suffix('}'))
+    {
+        Some(var) => env_lookup(r, var).unwrap_or_default(),
+        None => configured.to_owned(),
+    };
+    let name = if name == "%{GLOBAL}" {
+        String::new()
+    } else {
+        name
+    };
+    if name.is_empty() {
+        if r.server_config().restrict_embedded {
+            tracing::error!(
+                "WSGI0044: embedded mode is disabled (WSGIRestrictEmbedded On) and the request \
+                 names no daemon process group"
+            );
+            return Err(sys::HTTP_INTERNAL_SERVER_ERROR as i32);
+        }
+        return Ok(None);
+    }
+    if let Some(allowed) = &r.dir_config().restrict_process
+        && !allowed.contains(&name)
+    {
+        tracing::error!(
+            "WSGI0045: daemon process group '{name}' is not allowed here (WSGIRestrictProcess)"
+        );
+        return Err(sys::HTTP_INTERNAL_SERVER_ERROR as i32);
+    }
+    let visible = r.server_config().daemons.iter().any(|d| d.name == name);
+    match crate::daemon::manager::group(&name).filter(|_| visible) {
+        Some(group) => Ok(Some(group)),
+        None => {
+            tracing::error!(
+                "WSGI0025: no WSGI daemon process called '{name}' has been configured for this \
+                 virtual host"
+            );
+            Err(sys::HTTP_INTERNAL_SERVER_ERROR as i32)
+        }
+    }
 }
 
 /// `SCRIPT_NAME` and `PATH_INFO` of a request: the URI minus the path info, and the path info,

@@ -1,0 +1,161 @@
+//! The Apache child's side of daemon mode: relays one request to its daemon process group and
+//! the response back to the client.
+//!
+//! Runs on the Apache worker thread that took the request; Python is never involved here.
+//! The connection is retried with a growing delay until the group's `connect-timeout` (a
+//! daemon that is restarting is not yet listening); giving up answers 503. The daemon pulls the
+//! request body (`ReadBody`), so nothing is read from the client unless the application asks
+//! for it (and `100 Continue` is only sent then). A daemon that goes away before its response
+//! is complete gives the client a 502 if nothing was sent yet, else a cut-short response.
+
+use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
+
+use super::manager::GroupInfo;
+use super::protocol::{self, Frame, MAX_PAYLOAD, RequestFrame};
+use crate::apache::{Header, Request, RequestIo, sys};
+use crate::wsgi::RequestSpec;
+
+/// Relays the request described by `spec` to `group`; returns the handler's status.
+pub fn relay(r: &mut Request<'_>, spec: &RequestSpec<'_>, group: &GroupInfo) -> i32 {
+    let name = &group.config.name;
+    let Some(mut stream) = connect(group) else {
+        tracing::error!(
+            "WSGI0040: unable to connect to WSGI daemon process '{name}' on '{}' after {} s",
+            group.socket.display(),
+            group.config.connect_timeout.as_secs()
+        );
+        return sys::HTTP_SERVICE_UNAVAILABLE as i32;
+    };
+    let timeout = group
+        .config
+        .socket_timeout
+        .unwrap_or(Duration::from_secs(300));
+    let _ = stream.set_read_timeout(Some(timeout));
+    let _ = stream.set_write_timeout(Some(timeout));
+
+    let request = Frame::Request(Box::new(RequestFrame {
+        secret: group.secret,
+        script: spec.script.as_bytes().to_vec(),
+        application_group: spec.application_group.to_owned(),
+        callable: spec.callable.to_owned(),
+        request_id: spec.request_id.to_owned(),
+        handler: spec.request_handler.to_owned(),
+        reloading: spec.reloading,
+        header_only: spec.header_only,
+        request_start_us: (spec.request_start * 1e6) as i64,
+        env: spec
+            .cgi
+            .iter()
+            .map(|(k, v)| (k.to_vec(), v.to_vec()))
+            .collect(),
+    }));
+    if let Err(e) = protocol::write_frame(&mut stream, &request) {
+        tracing::error!("WSGI0041: cannot send the request to daemon process '{name}': {e}");
+        return sys::HTTP_SERVICE_UNAVAILABLE as i32;
+    }
+    r.with_io(|io| exchange(io, &mut stream, name))
+}
+
+/// Connects, retrying while the daemon is not (yet) listening.
+fn connect(group: &GroupInfo) -> Option<UnixStream> {
+    let deadline = Instant::now() + group.config.connect_timeout;
+    let mut delay = Duration::from_millis(20);
+    let mut attempts = 0u32;
+    loop {
+        attempts += 1;
+        match UnixStream::connect(&group.socket) {
+            Ok(stream) => return Some(stream),
+            Err(e) if Instant::now() + delay < deadline => {
+                tracing::debug!(
+                    "connecting to daemon '{}' (attempt {attempts}): {e}",
+                    group.config.name
+                );
+                std::thread::sleep(delay);
+                delay = (delay * 2).min(Duration::from_millis(500));
+            }
+            Err(_) => return None,
+        }
+    }
+}
+
+/// Serves the daemon's requests for body and relays its response until it ends.
+fn exchange(io: &RequestIo, stream: &mut UnixStream, name: &str) -> i32 {
+    let mut head_sent = false;
+    let mut body = vec![0u8; 64 * 1024];
+    loop {
+        let frame = match protocol::read_frame(stream) {
+            Ok(frame) => frame,
+            Err(e) => {
+                tracing::error!(
+                    "WSGI0042: the daemon process '{name}' closed or broke the connection before \
+                     the response was complete ({e}); it may have crashed"
+                );
+                if head_sent {
+                    let _ = io.abort();
+                    return sys::OK as i32;
+                }
+                return sys::HTTP_BAD_GATEWAY as i32;
+            }
+        };
+        match frame {
+            Frame::ReadBody { max } => {
+                let want = (max as usize).min(body.len()).min(MAX_PAYLOAD);
+                let reply = match io.read(&mut body[..want]) {
+                    Ok(0) => Frame::BodyEnd,
+                    Ok(n) => Frame::Body(body[..n].to_vec()),
+                    Err(_) => Frame::BodyError,
+                };
+                if protocol::write_frame(stream, &reply).is_err() {
+                    return if head_sent {
+                        sys::OK as i32
+                    } else {
+                        sys::HTTP_BAD_GATEWAY as i32
+                    };
+                }
+            }
+            Frame::Head(head) => {
+                let headers: Vec<Header<'_>> = head
+                    .headers
+                    .iter()
+                    .map(|(name, value)| Header { name, value })
+                    .collect();
+                if io
+                    .set_head(head.status, head.reason.as_deref(), &headers)
+                    .is_err()
+                {
+                    return sys::OK as i32;
+                }
+                head_sent = true;
+            }
+            Frame::Data(data) => {
+                if io.write(&data).is_err() {
+                    // The client went away; the daemon notices when we close.
+                    return sys::OK as i32;
+                }
+            }
+            Frame::End => return sys::OK as i32,
+            Frame::Abort => {
+                let _ = io.abort();
+                return sys::OK as i32;
+            }
+            Frame::Failure { status } => {
+                return if head_sent {
+                    sys::OK as i32
+                } else {
+                    i32::from(status)
+                };
+            }
+            other => {
+                tracing::error!(
+                    "WSGI0043: unexpected frame from daemon process '{name}': {other:?}"
+                );
+                return if head_sent {
+                    sys::OK as i32
+                } else {
+                    sys::HTTP_BAD_GATEWAY as i32
+                };
+            }
+        }
+    }
+}

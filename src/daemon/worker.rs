@@ -1,0 +1,390 @@
+//! The daemon process: forked from the Apache parent, it drops privileges (before any Python
+//! runs, exiting if any step fails), applies the group's limits, starts Python, and serves
+//! requests from Apache's children on its group's socket with one thread per `threads`.
+//!
+//! Threads: the main thread only waits for signals (SIGTERM/SIGINT stop the process, after
+//! the requests under way finish or `shutdown-timeout` passes); each request thread accepts
+//! a connection, reads the request frame, checks its secret and runs the application through
+//! the same WSGI code as embedded mode, with a [`DaemonBackend`] over the connection.
+
+use std::io::ErrorKind;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant, UNIX_EPOCH};
+
+use nix::sys::resource::{Resource, setrlimit};
+use nix::sys::signal::{SigSet, Signal};
+use nix::unistd::{Gid, Uid, User};
+use parking_lot::Mutex;
+
+use super::manager::{GroupInfo, resolve_group, resolve_user};
+use super::protocol::{self, Frame, HeadFrame, MAX_PAYLOAD, RequestFrame};
+use crate::apache::process::{self, ProcessInfo};
+use crate::config::{DaemonConfig, PythonSettings};
+use crate::python::runtime;
+use crate::wsgi::response::ResponseHead;
+use crate::wsgi::{self, Backend, BackendError, Outcome, RequestSpec};
+
+/// Runs the daemon process; never returns.
+pub fn run(info: &GroupInfo, listener: UnixListener, settings: PythonSettings, index: usize) -> ! {
+    let config = &info.config;
+    let name = &config.name;
+    if let Err(e) = drop_privileges(config) {
+        tracing::error!(
+            "WSGI0034: daemon process of group '{name}' could not switch user ({e}); it exits \
+             without running Python"
+        );
+        process::exit_now(1);
+    }
+    apply_limits(config);
+
+    let settings = PythonSettings {
+        home: config.python_home.clone().or(settings.home),
+        path: config.python_path.clone(),
+        ..settings
+    };
+    let info_for_python = ProcessInfo {
+        threads_per_process: config.threads,
+        maximum_processes: config.processes,
+        ..ProcessInfo::query()
+    };
+    // Signals are handled by the main thread alone: block them before any thread starts.
+    let signals = stop_signals();
+    if let Err(e) = signals.thread_block() {
+        tracing::error!("WSGI0035: daemon '{name}' cannot block signals: {e}");
+        process::exit_now(1);
+    }
+    runtime::start(&settings, &info_for_python);
+    tracing::info!(
+        "daemon process {} of group '{name}' ready ({})",
+        std::process::id(),
+        index + 1
+    );
+
+    let shared = Arc::new(Shared {
+        info: GroupSnapshot {
+            name: name.clone(),
+            secret: info.secret,
+            threads: config.threads,
+            multiprocess: config.processes_given,
+        },
+        stopping: AtomicBool::new(false),
+        active: AtomicUsize::new(0),
+    });
+    let listener = Arc::new(listener);
+    let mut threads = Vec::new();
+    for n in 0..config.threads {
+        let (shared, listener) = (Arc::clone(&shared), Arc::clone(&listener));
+        let mut builder = std::thread::Builder::new().name(format!("wsgi-{n}"));
+        if let Some(size) = config.stack_size {
+            builder = builder.stack_size(size);
+        }
+        match builder.spawn(move || accept_loop(&shared, &listener)) {
+            Ok(handle) => threads.push(handle),
+            Err(e) => tracing::error!("WSGI0036: daemon '{name}' cannot start a thread: {e}"),
+        }
+    }
+
+    let signal = signals
+        .wait()
+        .map_or_else(|_| "an error".to_owned(), |s| s.to_string());
+    tracing::info!(
+        "daemon process {} of group '{name}' stopping ({signal})",
+        std::process::id()
+    );
+    // The listening socket is shared by the group's processes, so it is left alone: threads
+    // blocked in accept() end with the process.
+    shared.stopping.store(true, Ordering::Release);
+    let deadline = Instant::now() + config.shutdown_timeout;
+    while shared.active.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    runtime::stop();
+    process::exit_now(0)
+}
+
+fn stop_signals() -> SigSet {
+    let mut set = SigSet::empty();
+    for signal in [
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGHUP,
+        Signal::SIGUSR1,
+    ] {
+        set.add(signal);
+    }
+    set
+}
+
+/// Switches to the configured user and groups, in the safe order (groups, then user), and
+/// checks the result; only when started as root.
+fn drop_privileges(config: &DaemonConfig) -> Result<(), String> {
+    if !Uid::effective().is_root() {
+        return Ok(());
+    }
+    let identity = process::apache_identity();
+    let uid = match &config.user {
+        Some(user) => resolve_user(user).ok_or_else(|| format!("unknown user {user:?}"))?,
+        None => identity.uid,
+    };
+    let gid = match &config.group {
+        Some(group) => resolve_group(group).ok_or_else(|| format!("unknown group {group:?}"))?,
+        None => identity.gid,
+    };
+    if uid == 0 {
+        return Err("refusing to run as root".into());
+    }
+    let (uid, gid) = (Uid::from_raw(uid), Gid::from_raw(gid));
+    nix::unistd::setgid(gid).map_err(|e| format!("setgid({gid}): {e}"))?;
+    if config.supplementary_groups.is_empty() {
+        match User::from_uid(uid).ok().flatten() {
+            Some(user) => {
+                let name = std::ffi::CString::new(user.name).map_err(|e| e.to_string())?;
+                nix::unistd::initgroups(&name, gid).map_err(|e| format!("initgroups: {e}"))?;
+            }
+            None => nix::unistd::setgroups(&[gid]).map_err(|e| format!("setgroups: {e}"))?,
+        }
+    } else {
+        let mut groups = vec![gid];
+        for group in &config.supplementary_groups {
+            let id = resolve_group(group).ok_or_else(|| format!("unknown group {group:?}"))?;
+            groups.push(Gid::from_raw(id));
+        }
+        nix::unistd::setgroups(&groups).map_err(|e| format!("setgroups: {e}"))?;
+    }
+    nix::unistd::setuid(uid).map_err(|e| format!("setuid({uid}): {e}"))?;
+    if Uid::current() != uid || Uid::effective() != uid || Gid::current() != gid {
+        return Err("the switch did not take effect".into());
+    }
+    if nix::unistd::setuid(Uid::from_raw(0)).is_ok() {
+        return Err("root privileges could be regained".into());
+    }
+    if let Some(home) = &config.home {
+        std::env::set_current_dir(home).map_err(|e| format!("chdir {}: {e}", home.display()))?;
+    } else if let Some(user) = User::from_uid(uid)
+        .ok()
+        .flatten()
+        .filter(|_| uid.as_raw() != identity.uid)
+    {
+        let _ = std::env::set_current_dir(user.dir);
+    }
+    Ok(())
+}
+
+/// umask and resource limits; failures are logged and ignored.
+fn apply_limits(config: &DaemonConfig) {
+    if let Some(mask) = config.umask {
+        nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(mask));
+    }
+    let limits = [
+        (Resource::RLIMIT_DATA, config.memory_limit, "memory-limit"),
+        (
+            Resource::RLIMIT_AS,
+            config.virtual_memory_limit,
+            "virtual-memory-limit",
+        ),
+        (
+            Resource::RLIMIT_CPU,
+            config.cpu_time_limit,
+            "cpu-time-limit",
+        ),
+    ];
+    for (resource, limit, option) in limits {
+        if let Some(limit) = limit
+            && let Err(e) = setrlimit(resource, limit, limit)
+        {
+            tracing::warn!("WSGI0037: cannot apply {option}={limit}: {e}");
+        }
+    }
+}
+
+/// What request threads need to know about their group.
+struct GroupSnapshot {
+    name: String,
+    secret: [u8; protocol::SECRET_LEN],
+    threads: u32,
+    multiprocess: bool,
+}
+
+struct Shared {
+    info: GroupSnapshot,
+    stopping: AtomicBool,
+    active: AtomicUsize,
+}
+
+fn accept_loop(shared: &Shared, listener: &UnixListener) {
+    loop {
+        match listener.accept() {
+            Ok((stream, _)) => {
+                if shared.stopping.load(Ordering::Acquire) {
+                    return;
+                }
+                shared.active.fetch_add(1, Ordering::AcqRel);
+                serve_connection(shared, stream);
+                shared.active.fetch_sub(1, Ordering::AcqRel);
+            }
+            Err(_) if shared.stopping.load(Ordering::Acquire) => return,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => {
+                tracing::warn!("WSGI0038: accepting a connection failed: {e}");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+}
+
+/// Compares secrets without stopping at the first difference.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn serve_connection(shared: &Shared, mut stream: UnixStream) {
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(60)));
+    let request = match protocol::read_frame(&mut stream) {
+        Ok(Frame::Request(request)) if same_secret(&request.secret, &shared.info.secret) => request,
+        Ok(Frame::Request(_)) => {
+            tracing::warn!("WSGI0039: dropped a connection whose request had a wrong secret");
+            return;
+        }
+        Ok(other) => {
+            tracing::warn!(
+                "WSGI0039: dropped a connection that began with {other:?} instead of a request"
+            );
+            return;
+        }
+        Err(e) => {
+            tracing::warn!("WSGI0039: dropped a connection with a bad request frame: {e}");
+            return;
+        }
+    };
+    let _ = stream.set_read_timeout(None);
+    let _log_scope = crate::apache::log::RequestIdScope::enter(&request.request_id);
+    let backend = Arc::new(DaemonBackend {
+        conn: Mutex::new(Conn {
+            stream,
+            body_done: false,
+        }),
+    });
+    let outcome = run_request(shared, &request, Arc::clone(&backend) as Arc<dyn Backend>);
+    let last = match outcome {
+        Some(Outcome::Sent) => Frame::End,
+        Some(Outcome::NoCallable) => Frame::Failure { status: 404 },
+        Some(Outcome::Failed) | None => Frame::Failure { status: 500 },
+    };
+    let mut conn = backend.conn.lock();
+    let _ = protocol::write_frame(&mut conn.stream, &last);
+}
+
+fn run_request(
+    shared: &Shared,
+    request: &RequestFrame,
+    backend: Arc<dyn Backend>,
+) -> Option<Outcome> {
+    let script = String::from_utf8_lossy(&request.script).into_owned();
+    let mtime = std::fs::metadata(&script)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
+    if mtime == 0 && !std::path::Path::new(&script).is_file() {
+        tracing::error!(
+            request_id = request.request_id.as_str(),
+            "WSGI0020: target WSGI script not found or unable to stat: '{script}'"
+        );
+        return Some(Outcome::NoCallable);
+    }
+    let info = crate::python::runtime::settings().map(|(_, info)| info.apache_version);
+    let spec = RequestSpec {
+        script: &script,
+        script_mtime: mtime,
+        reloading: request.reloading,
+        callable: &request.callable,
+        cgi: request
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_slice(), v.as_slice()))
+            .collect(),
+        process_group: &shared.info.name,
+        application_group: &request.application_group,
+        request_handler: &request.handler,
+        header_only: request.header_only,
+        request_id: &request.request_id,
+        request_start: request.request_start_us as f64 / 1e6,
+        multithread: shared.info.threads > 1,
+        multiprocess: shared.info.multiprocess,
+        apache_version: info.unwrap_or((2, 4, 0)),
+    };
+    match runtime::run_in(&request.application_group, |py| {
+        wsgi::serve(py, &spec, backend)
+    }) {
+        Ok(outcome) => Some(outcome),
+        Err(e) => {
+            tracing::error!("WSGI0023: cannot run '{script}': {e}");
+            None
+        }
+    }
+}
+
+/// The WSGI backend of a daemon request: the connection to the Apache child.
+struct DaemonBackend {
+    conn: Mutex<Conn>,
+}
+
+struct Conn {
+    stream: UnixStream,
+    body_done: bool,
+}
+
+/// The most response bytes put in one frame.
+const DATA_CHUNK: usize = 256 * 1024;
+
+impl Backend for DaemonBackend {
+    fn read(&self, buf: &mut [u8]) -> Result<usize, BackendError> {
+        let mut conn = self.conn.lock();
+        if conn.body_done || buf.is_empty() {
+            return Ok(0);
+        }
+        let max = buf.len().min(MAX_PAYLOAD);
+        let ask = Frame::ReadBody {
+            max: u32::try_from(max).unwrap_or(u32::MAX),
+        };
+        protocol::write_frame(&mut conn.stream, &ask).map_err(|_| BackendError::Read)?;
+        match protocol::read_frame(&mut conn.stream) {
+            Ok(Frame::Body(data)) if data.len() <= max => {
+                buf[..data.len()].copy_from_slice(&data);
+                Ok(data.len())
+            }
+            Ok(Frame::BodyEnd) => {
+                conn.body_done = true;
+                Ok(0)
+            }
+            _ => {
+                conn.body_done = true;
+                Err(BackendError::Read)
+            }
+        }
+    }
+
+    fn set_head(&self, head: &ResponseHead) -> Result<(), BackendError> {
+        let frame = Frame::Head(HeadFrame {
+            status: head.status,
+            reason: head.reason.clone(),
+            headers: head.headers.clone(),
+        });
+        protocol::write_frame(&mut self.conn.lock().stream, &frame).map_err(|_| BackendError::Write)
+    }
+
+    fn write(&self, data: &[u8]) -> Result<(), BackendError> {
+        let mut conn = self.conn.lock();
+        for chunk in data.chunks(DATA_CHUNK) {
+            protocol::write_frame(&mut conn.stream, &Frame::Data(chunk.to_vec()))
+                .map_err(|_| BackendError::Write)?;
+        }
+        Ok(())
+    }
+
+    fn abort(&self) {
+        let _ = protocol::write_frame(&mut self.conn.lock().stream, &Frame::Abort);
+    }
+}

@@ -1,0 +1,258 @@
+//! Daemon mode (issue #5): WSGIDaemonProcess groups forked and supervised by the Apache parent,
+//! reached over a Unix socket; the same WSGI behaviour as embedded mode; crash recovery.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::time::Duration;
+
+use support::ServerBuilder;
+
+const APP: &str = r#"
+import os, sys
+def application(environ, start_response):
+    if environ['PATH_INFO'] == '/crash':
+        import ctypes
+        ctypes.string_at(0)          # a segmentation fault in the daemon
+    if environ['PATH_INFO'] == '/fail':
+        raise ValueError('daemon boom')
+    body = environ['wsgi.input'].read()
+    out = '\n'.join([
+        'pid=%d' % os.getpid(),
+        'uid=%d' % os.getuid(),
+        'process_group=%s' % environ['mod_wsgi.process_group'],
+        'application_group=%s' % environ['mod_wsgi.application_group'],
+        'script_name=%s' % environ['SCRIPT_NAME'],
+        'path_info=%s' % environ['PATH_INFO'],
+        'method=%s' % environ['REQUEST_METHOD'],
+        'multithread=%s' % environ['wsgi.multithread'],
+        'multiprocess=%s' % environ['wsgi.multiprocess'],
+        'body=%d' % len(body),
+        'request_id=%s' % environ['mod_wsgi.request_id'],
+    ])
+    environ['wsgi.errors'].write('daemon request %s\n' % environ['mod_wsgi.request_id'])
+    start_response('200 OK', [('Content-Type', 'text/plain'),
+                              ('Set-Cookie', 'a=1'), ('Set-Cookie', 'b=2'),
+                              ('WWW-Authenticate', 'Basic realm="x"'),
+                              ('WWW-Authenticate', 'Bearer')])
+    return [out.encode()]
+"#;
+
+fn field(body: &str, key: &str) -> String {
+    body.lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}=")))
+        .unwrap_or_else(|| panic!("no {key}= in {body:?}"))
+        .to_owned()
+}
+
+fn daemon_server(extra: &str) -> ServerBuilder {
+    ServerBuilder::new()
+        .file("app.wsgi", APP)
+        .config(&format!(
+            "WSGIDaemonProcess site processes=2 threads=3\n\
+             WSGIScriptAlias /d ${{TEST_DIR}}/app.wsgi process-group=site\n\
+             WSGIScriptAlias /e ${{TEST_DIR}}/app.wsgi\n\
+             {extra}"
+        ))
+        .allow_log("daemon request")
+}
+
+#[test]
+fn requests_run_in_the_daemon_processes() {
+    let server = daemon_server("").start();
+    let embedded = server.get("/e/x").text();
+    assert_eq!(field(&embedded, "process_group"), "");
+    let mut pids = std::collections::HashSet::new();
+    for _ in 0..10 {
+        let r = server.get("/d/x/y");
+        assert_eq!(r.status, 200, "{}", server.error_log());
+        let body = r.text();
+        assert_eq!(field(&body, "process_group"), "site");
+        assert_eq!(field(&body, "script_name"), "/d");
+        assert_eq!(field(&body, "path_info"), "/x/y");
+        assert_eq!(field(&body, "multithread"), "True");
+        assert_eq!(field(&body, "multiprocess"), "True");
+        assert_ne!(field(&body, "pid"), field(&embedded, "pid"));
+        // Several Set-Cookie and WWW-Authenticate headers stay separate (case 006).
+        assert_eq!(r.header_values("set-cookie"), ["a=1", "b=2"]);
+        assert_eq!(
+            r.header_values("www-authenticate"),
+            ["Basic realm=\"x\"", "Bearer"]
+        );
+        pids.insert(field(&body, "pid"));
+    }
+    assert!(!pids.is_empty() && pids.len() <= 2, "{pids:?}");
+    // The daemon runs as Apache's user when Apache starts as root.
+    let uid = field(&server.get("/d").text(), "uid");
+    if nix_is_root() {
+        assert_ne!(uid, "0");
+    }
+    // The request id reaches the daemon's log lines.
+    let id = field(&server.get("/d").text(), "request_id");
+    assert!(server.wait_for_log(
+        &format!("[request {id}] daemon request {id}"),
+        Duration::from_secs(5)
+    ));
+}
+
+fn nix_is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .is_some_and(|ids| ids.split_whitespace().nth(1) == Some("0"))
+}
+
+#[test]
+fn request_bodies_are_streamed_to_the_daemon() {
+    let server = daemon_server("<Location /d>\n  WSGIChunkedRequest On\n</Location>").start();
+    let body: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+    let r = server.request("POST", "/d/upload", &[], &body);
+    assert_eq!(field(&r.text(), "body"), body.len().to_string());
+    let raw = server.raw(
+        b"POST /d/chunked HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\
+          Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
+    );
+    let raw = String::from_utf8_lossy(&raw);
+    assert!(raw.starts_with("HTTP/1.1 200"), "{raw}");
+    assert!(raw.contains("body=11"), "{raw}");
+    let r = server.request("HEAD", "/d/head", &[], b"");
+    assert_eq!(r.status, 200);
+}
+
+#[test]
+fn application_errors_in_the_daemon_give_500_with_the_traceback() {
+    let server = daemon_server("")
+        .allow_log("WSGI0010")
+        .allow_log("Traceback")
+        .allow_log("daemon boom")
+        .allow_log(r"\[wsgi:error\] .*\[request [^\]]+\]   ")
+        .start();
+    assert_eq!(server.get("/d/fail").status, 500);
+    assert!(server.wait_for_log("ValueError: daemon boom", Duration::from_secs(5)));
+    assert_eq!(server.get("/d/ok").status, 200);
+}
+
+#[test]
+fn a_crashed_daemon_is_replaced_and_the_client_gets_a_5xx() {
+    let server = daemon_server("")
+        .allow_log("WSGI0032")
+        .allow_log("WSGI0042")
+        .start();
+    let before = field(&server.get("/d").text(), "pid");
+    let crashed = server.get("/d/crash");
+    assert!((500..600).contains(&crashed.status), "{}", crashed.status);
+    assert!(
+        server.wait_for_log("WSGI0032", Duration::from_secs(5)),
+        "{}",
+        server.error_log()
+    );
+    // The next requests are served, by the survivor or the replacement.
+    for _ in 0..6 {
+        assert_eq!(server.get("/d").status, 200);
+    }
+    let _ = before;
+}
+
+#[test]
+fn a_peer_with_a_bad_secret_or_garbage_is_dropped_with_a_log_line() {
+    let server = daemon_server("").allow_log("WSGI0039").start();
+    assert_eq!(server.get("/d").status, 200);
+    let socket = std::fs::read_dir(server.dir())
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "sock"))
+        .expect("the daemon socket lives in the runtime folder");
+    // Garbage, then a frame header declaring a huge payload.
+    for bytes in [
+        &b"GET / HTTP/1.0\r\n\r\n"[..],
+        &[b'W', b'S', 1, 1, 0xff, 0xff, 0xff, 0xff],
+    ] {
+        let mut peer = UnixStream::connect(&socket).unwrap();
+        peer.write_all(bytes).unwrap();
+        let _ = peer.shutdown(std::net::Shutdown::Write);
+        let mut rest = Vec::new();
+        let _ = peer.read_to_end(&mut rest);
+        assert!(rest.is_empty());
+    }
+    assert!(server.wait_for_log("WSGI0039", Duration::from_secs(5)));
+    // The daemon is still serving.
+    assert_eq!(server.get("/d").status, 200);
+}
+
+#[test]
+fn process_group_directive_env_and_restrictions() {
+    let server = ServerBuilder::new()
+        .file("app.wsgi", APP)
+        .config(
+            "WSGIDaemonProcess one threads=2\n\
+             WSGIDaemonProcess two threads=2\n\
+             WSGIScriptAlias / ${TEST_DIR}/app.wsgi\n\
+             <Location /one>\n  WSGIProcessGroup one\n</Location>\n\
+             <Location /env>\n  SetEnv PICK two\n  WSGIProcessGroup %{ENV:PICK}\n</Location>\n\
+             <Location /restricted>\n  WSGIProcessGroup two\n  WSGIRestrictProcess one\n\
+             </Location>\n\
+             <Location /unknown>\n  WSGIProcessGroup nowhere\n</Location>",
+        )
+        .allow_log("daemon request")
+        .allow_log("WSGI0045")
+        .allow_log("WSGI0025")
+        .start();
+    assert_eq!(field(&server.get("/one").text(), "process_group"), "one");
+    assert_eq!(field(&server.get("/env").text(), "process_group"), "two");
+    assert_eq!(field(&server.get("/other").text(), "process_group"), "");
+    assert_eq!(server.get("/restricted").status, 500);
+    assert_eq!(server.get("/unknown").status, 500);
+}
+
+#[test]
+fn restrict_embedded_refuses_requests_not_sent_to_a_daemon() {
+    let server = daemon_server("WSGIRestrictEmbedded On")
+        .allow_log("WSGI0044")
+        .start();
+    assert_eq!(server.get("/d").status, 200);
+    assert_eq!(server.get("/e").status, 500);
+}
+
+#[test]
+fn daemons_stop_with_apache() {
+    let server = daemon_server("").start();
+    assert_eq!(server.get("/d").status, 200);
+    let stopped = server.stop();
+    assert!(!stopped.killed);
+    assert!(
+        stopped.elapsed < Duration::from_secs(5),
+        "{:?}",
+        stopped.elapsed
+    );
+    assert!(
+        stopped.error_log.contains("of group 'site' stopping"),
+        "{}",
+        stopped.error_log
+    );
+}
+
+#[test]
+fn bad_daemon_definitions_fail_the_config_test() {
+    for (snippet, reason) in [
+        ("WSGIDaemonProcess a colour=red", "unknown option 'colour'"),
+        ("WSGIDaemonProcess a user=root", "may not run as root"),
+        ("WSGIDaemonProcess a processes=0", "invalid processes '0'"),
+        (
+            "WSGIDaemonProcess a\nWSGIDaemonProcess a",
+            "duplicates an earlier daemon group",
+        ),
+        ("WSGIProcessGroup %{BOGUS}", "use %{GLOBAL}"),
+    ] {
+        let test = ServerBuilder::new().config(snippet).config_test();
+        assert!(!test.ok, "{snippet}");
+        assert!(test.output.contains(reason), "{snippet}: {}", test.output);
+        assert!(
+            test.output.contains("Syntax error on line"),
+            "{}",
+            test.output
+        );
+    }
+}
