@@ -74,7 +74,7 @@ apr_status_t wsgi_shim_pass_file(request_rec *r, apr_bucket_brigade *bb, int fd,
             apr_bucket_file_enable_mmap(b, 0);
         }
     }
-    b = apr_bucket_flush_create(bb->bucket_alloc);
+    b = apr_bucket_eos_create(bb->bucket_alloc);
     APR_BRIGADE_INSERT_TAIL(bb, b);
     return ap_pass_brigade(r->output_filters, bb);
 }

@@ -23,9 +23,11 @@ void wsgi_shim_log_request(const request_rec *r, const char *file, int line, int
 apr_status_t wsgi_shim_pass_bytes(request_rec *r, apr_bucket_brigade *bb, const char *data,
                                   apr_size_t len, int flush);
 
-/* Sends `len` bytes of the open file `fd` from `offset` as a file bucket followed by a flush
- * bucket. Takes ownership of `fd` (closed with the request pool). `sendfile` allows the kernel's
- * sendfile for it; memory mapping is always off (an application may truncate its file). */
+/* Sends `len` bytes of the open file `fd` from `offset` as a file bucket followed by an
+ * end-of-stream bucket (the file is the whole response, so filters such as byte ranges see
+ * it complete). Takes ownership of `fd` (closed with the request pool). `sendfile` allows the
+ * kernel's sendfile for it; memory mapping is always off (an application may truncate its
+ * file). */
 apr_status_t wsgi_shim_pass_file(request_rec *r, apr_bucket_brigade *bb, int fd, apr_off_t offset,
                                  apr_off_t len, int sendfile);
 

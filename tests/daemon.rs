@@ -256,3 +256,162 @@ fn bad_daemon_definitions_fail_the_config_test() {
         );
     }
 }
+
+const LIFECYCLE_APP: &str = r#"
+import os, time, resource, ctypes
+def application(environ, start_response):
+    path = environ['PATH_INFO']
+    if path == '/sleep':
+        end = time.time() + float(environ.get('QUERY_STRING') or 10)
+        while time.time() < end:
+            pass                      # busy in Python: stuck, but not holding the GIL for long
+    if path == '/hold-gil':
+        ctypes.PyDLL(None).sleep(8)   # a C call that keeps the GIL
+    if path == '/block':
+        time.sleep(float(environ.get('QUERY_STRING') or 2))
+    info = {
+        'pid': os.getpid(),
+        'uid': os.getuid(),
+        'gid': os.getgid(),
+        'groups': sorted(os.getgroups()),
+        'data_limit': resource.getrlimit(resource.RLIMIT_DATA)[0],
+        'lang': os.environ.get('LANG'),
+        'comm': open('/proc/self/comm').read().strip(),
+    }
+    body = '\n'.join('%s=%s' % kv for kv in sorted(info.items()))
+    start_response('200 OK', [('Content-Type', 'text/plain')])
+    return [body.encode()]
+"#;
+
+fn lifecycle_server(options: &str) -> ServerBuilder {
+    ServerBuilder::new()
+        .file("app.wsgi", LIFECYCLE_APP)
+        .config(&format!(
+            "WSGIDaemonProcess life {options}\n\
+             WSGIScriptAlias /l ${{TEST_DIR}}/app.wsgi process-group=life \
+             application-group=%{{GLOBAL}}"
+        ))
+}
+
+fn pid_of(server: &support::Server) -> String {
+    let r = server.get("/l");
+    assert_eq!(r.status, 200, "{}", server.error_log());
+    field(&r.text(), "pid")
+}
+
+#[test]
+fn maximum_requests_restarts_the_daemon() {
+    let server = lifecycle_server("processes=1 threads=1 maximum-requests=3").start();
+    let pids: Vec<String> = (0..6).map(|_| pid_of(&server)).collect();
+    assert_eq!(pids[0], pids[2], "{pids:?}");
+    assert_ne!(pids[2], pids[3], "{pids:?}");
+    assert_eq!(pids[3], pids[5], "{pids:?}");
+    assert!(server.error_log().contains("maximum-requests of 3 reached"));
+}
+
+#[test]
+fn restart_interval_and_inactivity_timeout_restart_the_daemon() {
+    let server = lifecycle_server("processes=1 threads=2 restart-interval=1").start();
+    let first = pid_of(&server);
+    assert!(server.wait_for_log("restart-interval of 1 s", Duration::from_secs(5)));
+    std::thread::sleep(Duration::from_millis(300));
+    assert_ne!(pid_of(&server), first);
+    drop(server);
+
+    let server = lifecycle_server("processes=1 threads=2 inactivity-timeout=1").start();
+    let first = pid_of(&server);
+    assert!(server.wait_for_log("inactivity-timeout of 1 s", Duration::from_secs(5)));
+    std::thread::sleep(Duration::from_millis(300));
+    assert_ne!(pid_of(&server), first);
+}
+
+#[test]
+fn request_timeout_logs_the_stacks_and_replaces_the_daemon() {
+    let server = lifecycle_server("processes=1 threads=2 request-timeout=1")
+        .allow_log("WSGI0042")
+        .start();
+    let first = pid_of(&server);
+    let started = std::time::Instant::now();
+    let stuck = server.get("/l/sleep?30");
+    assert!((500..600).contains(&stuck.status), "{}", stuck.status);
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let log = server.error_log();
+    assert!(log.contains("request-timeout of 1 s exceeded"), "{log}");
+    assert!(log.contains("in application"), "no stack trace: {log}");
+    assert_ne!(pid_of(&server), first);
+}
+
+#[test]
+fn deadlock_timeout_replaces_a_daemon_whose_interpreter_is_stuck() {
+    let server = lifecycle_server("processes=1 threads=2 deadlock-timeout=2")
+        .allow_log("WSGI0042")
+        .allow_log("WSGI0006")
+        .start();
+    let first = pid_of(&server);
+    let stuck = server.get("/l/hold-gil");
+    assert!((500..600).contains(&stuck.status), "{}", stuck.status);
+    assert!(
+        server
+            .error_log()
+            .contains("did not respond for 2 s (deadlock-timeout)")
+    );
+    assert_ne!(pid_of(&server), first);
+}
+
+#[test]
+fn queue_timeout_answers_504_without_running_the_application() {
+    let server = lifecycle_server("processes=1 threads=1 queue-timeout=1")
+        .allow_log("WSGI0047")
+        .start();
+    assert_eq!(server.get("/l").status, 200);
+    std::thread::scope(|s| {
+        let blocker = s.spawn(|| server.get("/l/block?3").status);
+        std::thread::sleep(Duration::from_millis(300));
+        let queued = server.get("/l");
+        assert_eq!(queued.status, 504);
+        assert_eq!(blocker.join().unwrap(), 200);
+    });
+    assert!(server.error_log().contains("queue-timeout of 1 s expired"));
+}
+
+#[test]
+fn daemon_identity_limits_and_environment_are_as_configured() {
+    if !nix_is_root() {
+        return;
+    }
+    let server = lifecycle_server(
+        "processes=1 threads=2 user=nobody group=nogroup memory-limit=2000000000 \
+         lang=C.UTF-8 display-name=wsgi-life",
+    )
+    .start();
+    let body = server.get("/l").text();
+    let nobody = "65534";
+    assert_eq!(field(&body, "uid"), nobody, "{body}");
+    assert_eq!(field(&body, "gid"), nobody, "{body}");
+    assert_eq!(field(&body, "groups"), format!("[{nobody}]"), "{body}");
+    assert_eq!(field(&body, "data_limit"), "2000000000");
+    assert_eq!(field(&body, "lang"), "C.UTF-8");
+    assert_eq!(field(&body, "comm"), "wsgi-life");
+}
+
+#[test]
+fn a_failing_privilege_switch_stops_the_daemon_before_python() {
+    if !nix_is_root() {
+        return;
+    }
+    let server = lifecycle_server(
+        "processes=1 threads=1 supplementary-groups=no-such-group-here socket-timeout=2 \
+         connect-timeout=1",
+    )
+    .allow_log("WSGI0034")
+    .allow_log("WSGI0032")
+    .allow_log("WSGI0040")
+    .allow_log("WSGI0042")
+    .start();
+    let r = server.get("/l");
+    assert!((500..600).contains(&r.status), "{}", r.status);
+    let log = server.error_log();
+    assert!(log.contains("WSGI0034"), "{log}");
+    assert!(log.contains("could not switch user"), "{log}");
+    assert!(!log.contains("of group 'life' ready"), "{log}");
+}

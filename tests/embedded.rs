@@ -551,3 +551,76 @@ def application(environ, start_response):
         "application/x-httpd-wsgi True"
     );
 }
+
+#[test]
+fn application_threads_do_not_break_the_child_exit() {
+    let app = r#"
+import atexit, sys, threading, time
+def tick():
+    while True:
+        time.sleep(0.05)
+threading.Thread(target=tick, daemon=True).start()
+atexit.register(lambda: sys.stderr.write('threads app atexit ran\n'))
+def application(environ, start_response):
+    start_response('200 OK', [('Content-Type', 'text/plain')])
+    return [b'ok']
+"#;
+    let server = ServerBuilder::new()
+        .file("app.wsgi", app)
+        .config("WSGIScriptAlias /t ${TEST_DIR}/app.wsgi")
+        .allow_log("threads app atexit ran")
+        .start();
+    assert_eq!(server.get("/t").text(), "ok");
+    let stopped = server.stop();
+    assert!(!stopped.killed);
+    assert!(
+        stopped.elapsed < Duration::from_secs(3),
+        "{:?}",
+        stopped.elapsed
+    );
+    assert!(
+        !stopped.error_log.contains("Fatal Python error"),
+        "{}",
+        stopped.error_log
+    );
+    assert!(
+        !stopped.error_log.contains("AH00052"),
+        "{}",
+        stopped.error_log
+    );
+    assert!(
+        stopped.error_log.contains("threads app atexit ran"),
+        "{}",
+        stopped.error_log
+    );
+    assert!(
+        stopped
+            .error_log
+            .contains("thread(s) running; not ending it"),
+        "{}",
+        stopped.error_log
+    );
+}
+
+#[test]
+fn byte_ranges_apply_to_file_wrapper_responses() {
+    let app = r#"
+import os
+def application(environ, start_response):
+    path = os.path.join(os.path.dirname(__file__), 'data.bin')
+    start_response('200 OK', [('Content-Type', 'application/octet-stream')])
+    return environ['wsgi.file_wrapper'](open(path, 'rb'))
+"#;
+    let data: Vec<u8> = (0..100_000u32).map(|i| (i % 253) as u8).collect();
+    let server = ServerBuilder::new()
+        .file("app.wsgi", app)
+        .file("data.bin", &data)
+        .config("WSGIScriptAlias /f ${TEST_DIR}/app.wsgi")
+        .start();
+    let whole = server.get("/f");
+    assert_eq!(whole.body, data);
+    let part = server.request("GET", "/f", &[("Range", "bytes=100-199")], b"");
+    assert_eq!(part.status, 206);
+    assert_eq!(part.header("content-range"), Some("bytes 100-199/100000"));
+    assert_eq!(part.body, &data[100..200]);
+}

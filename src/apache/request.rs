@@ -442,7 +442,8 @@ impl RequestIo {
         })
     }
 
-    /// Sends `len` bytes of an open regular file from `offset`, then flushes. Takes ownership
+    /// Sends `len` bytes of an open regular file from `offset` as the rest of the response
+    /// (followed by the end-of-stream marker). Takes ownership
     /// of `fd` (a descriptor nobody else uses), which is closed with the request.
     pub fn send_file(
         &self,

@@ -39,6 +39,8 @@ struct GroupRuntime {
     info: Arc<GroupInfo>,
     listener: UnixListener,
     pids: Vec<Option<Pid>>,
+    /// When each process was last started (to slow down restarts of a failing daemon).
+    started: Vec<Option<Instant>>,
 }
 
 struct Manager {
@@ -128,6 +130,7 @@ pub fn start(
             info: Arc::new(info),
             listener,
             pids: vec![None; processes],
+            started: vec![None; processes],
         });
     }
     *STATE.lock() = Some(Manager {
@@ -223,6 +226,7 @@ fn spawn(group: usize, index: usize) {
         Ok(Forked::Parent(pid)) => {
             let pid = Pid::from_raw(pid);
             manager.groups[group].pids[index] = Some(pid);
+            manager.groups[group].started[index] = Some(Instant::now());
             drop(state);
             tracing::info!(
                 "started daemon process {pid} of group '{}' ({}/{})",
@@ -247,7 +251,7 @@ fn spawn(group: usize, index: usize) {
 /// The MPM's report on one of our daemons.
 fn on_event(slot: usize, event: ChildEvent) {
     let (group, index) = (slot / SLOTS_PER_GROUP, slot % SLOTS_PER_GROUP);
-    let (name, pid, stopping) = {
+    let (name, pid, stopping, lived) = {
         let mut state = STATE.lock();
         let Some(manager) = state.as_mut() else {
             return;
@@ -260,7 +264,18 @@ fn on_event(slot: usize, event: ChildEvent) {
             return;
         };
         let pid = runtime.pids.get_mut(index).and_then(Option::take);
-        (runtime.info.config.name.clone(), pid, manager.stopping)
+        let lived = runtime
+            .started
+            .get(index)
+            .copied()
+            .flatten()
+            .map(|t| t.elapsed());
+        (
+            runtime.info.config.name.clone(),
+            pid,
+            manager.stopping,
+            lived,
+        )
     };
     // A report on a process already dealt with (APR may report a reaped child once more).
     let Some(pid) = pid else { return };
@@ -273,9 +288,18 @@ fn on_event(slot: usize, event: ChildEvent) {
                 tracing::info!("daemon process {pid} of group '{name}' {how}");
                 return;
             }
-            tracing::error!(
-                "WSGI0032: daemon process {pid} of group '{name}' {how}; restarting it"
-            );
+            if status == 0 {
+                // A planned restart (maximum-requests, restart-interval, timeouts, ...).
+                tracing::info!("daemon process {pid} of group '{name}' exited; restarting it");
+            } else {
+                tracing::error!(
+                    "WSGI0032: daemon process {pid} of group '{name}' {how}; restarting it"
+                );
+            }
+            if lived.is_some_and(|l| l < Duration::from_secs(1)) {
+                // It died at once: do not fork again in a tight loop.
+                std::thread::sleep(Duration::from_secs(1));
+            }
             spawn(group, index);
         }
         ChildEvent::Unregistered => {

@@ -10,13 +10,14 @@
 use std::io::ErrorKind;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use nix::sys::resource::{Resource, setrlimit};
 use nix::sys::signal::{SigSet, Signal};
 use nix::unistd::{Gid, Uid, User};
 use parking_lot::Mutex;
+use pyo3::prelude::*;
 
 use super::manager::{GroupInfo, resolve_group, resolve_user};
 use super::protocol::{self, Frame, HeadFrame, MAX_PAYLOAD, RequestFrame};
@@ -30,6 +31,16 @@ use crate::wsgi::{self, Backend, BackendError, Outcome, RequestSpec};
 pub fn run(info: &GroupInfo, listener: UnixListener, settings: PythonSettings, index: usize) -> ! {
     let config = &info.config;
     let name = &config.name;
+    // Signals are handled by the main thread alone, from the start: a stop request that
+    // arrives while the daemon is still starting waits for it, and is then honoured.
+    let signals = stop_signals();
+    if let Err(e) = signals.thread_block() {
+        tracing::error!("WSGI0035: daemon '{name}' cannot block signals: {e}");
+        process::exit_now(1);
+    }
+    if let Some(title) = &config.display_name {
+        set_process_name(title, name);
+    }
     if let Err(e) = drop_privileges(config) {
         tracing::error!(
             "WSGI0034: daemon process of group '{name}' could not switch user ({e}); it exits \
@@ -49,12 +60,6 @@ pub fn run(info: &GroupInfo, listener: UnixListener, settings: PythonSettings, i
         maximum_processes: config.processes,
         ..ProcessInfo::query()
     };
-    // Signals are handled by the main thread alone: block them before any thread starts.
-    let signals = stop_signals();
-    if let Err(e) = signals.thread_block() {
-        tracing::error!("WSGI0035: daemon '{name}' cannot block signals: {e}");
-        process::exit_now(1);
-    }
     runtime::start(&settings, &info_for_python);
     tracing::info!(
         "daemon process {} of group '{name}' ready ({})",
@@ -68,40 +73,200 @@ pub fn run(info: &GroupInfo, listener: UnixListener, settings: PythonSettings, i
             secret: info.secret,
             threads: config.threads,
             multiprocess: config.processes_given,
+            queue_timeout: config.queue_timeout,
         },
+        config: Arc::clone(config),
+        started: Instant::now(),
         stopping: AtomicBool::new(false),
         active: AtomicUsize::new(0),
+        served: AtomicU64::new(0),
+        last_activity_ms: AtomicU64::new(0),
+        heartbeat_ms: AtomicU64::new(0),
+        slots: (0..config.threads).map(|_| Slot::default()).collect(),
+        restart: Mutex::new(None),
     });
     let listener = Arc::new(listener);
-    let mut threads = Vec::new();
     for n in 0..config.threads {
         let (shared, listener) = (Arc::clone(&shared), Arc::clone(&listener));
         let mut builder = std::thread::Builder::new().name(format!("wsgi-{n}"));
         if let Some(size) = config.stack_size {
             builder = builder.stack_size(size);
         }
-        match builder.spawn(move || accept_loop(&shared, &listener)) {
-            Ok(handle) => threads.push(handle),
-            Err(e) => tracing::error!("WSGI0036: daemon '{name}' cannot start a thread: {e}"),
+        if let Err(e) = builder.spawn(move || accept_loop(&shared, &listener, n as usize)) {
+            tracing::error!("WSGI0036: daemon '{name}' cannot start a thread: {e}");
         }
+    }
+    let monitor = Arc::clone(&shared);
+    if let Err(e) = std::thread::Builder::new()
+        .name("wsgi-monitor".into())
+        .spawn(move || monitor_loop(&monitor))
+    {
+        tracing::error!("WSGI0036: daemon '{name}' cannot start its monitor thread: {e}");
     }
 
     let signal = signals
         .wait()
         .map_or_else(|_| "an error".to_owned(), |s| s.to_string());
+    let restart = shared.restart.lock().take();
+    let (why, limit) = match &restart {
+        Some(r) => (r.reason.clone(), r.drain),
+        None => (signal.clone(), config.shutdown_timeout),
+    };
     tracing::info!(
-        "daemon process {} of group '{name}' stopping ({signal})",
+        "daemon process {} of group '{name}' stopping ({why})",
         std::process::id()
     );
     // The listening socket is shared by the group's processes, so it is left alone: threads
     // blocked in accept() end with the process.
     shared.stopping.store(true, Ordering::Release);
-    let deadline = Instant::now() + config.shutdown_timeout;
+    let deadline = Instant::now() + limit;
     while shared.active.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(10));
     }
-    runtime::stop();
+    let still_running = shared.active.load(Ordering::Acquire);
+    if still_running == 0 {
+        runtime::stop();
+    } else {
+        // Finalising Python under running threads would abort the process; they end with it.
+        tracing::info!("{still_running} request(s) still running; not finalising Python");
+    }
     process::exit_now(0)
+}
+
+/// Names the process (`display-name`): `%{GROUP}` stands for `(wsgi:NAME)`. Shown by `ps -o
+/// comm` and `top` (the kernel keeps 15 bytes).
+fn set_process_name(title: &str, group: &str) {
+    let title = title.replace("%{GROUP}", &format!("(wsgi:{group})"));
+    if let Ok(title) = std::ffi::CString::new(title) {
+        let _ = nix::sys::prctl::set_name(&title);
+    }
+}
+
+/// Why the daemon restarts itself, and how long requests under way may take to finish.
+struct Restart {
+    reason: String,
+    drain: Duration,
+}
+
+/// Asks the main thread to stop the process (it is restarted by the Apache parent).
+fn request_restart(shared: &Shared, reason: String, drain: Duration) {
+    let mut restart = shared.restart.lock();
+    if restart.is_none() {
+        *restart = Some(Restart { reason, drain });
+        drop(restart);
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::this(), Signal::SIGTERM);
+    }
+}
+
+/// Milliseconds since the daemon started (0 is reserved for "never").
+fn now_ms(shared: &Shared) -> u64 {
+    u64::try_from(shared.started.elapsed().as_millis())
+        .unwrap_or(u64::MAX)
+        .max(1)
+}
+
+/// Watches the limits of the group: restart-interval, inactivity-timeout, request-timeout and
+/// deadlock-timeout.
+fn monitor_loop(shared: &Arc<Shared>) {
+    let config = &shared.config;
+    let graceful = config.graceful_timeout;
+    // A thread that takes the GIL once a second: when its heartbeat stops, the interpreter is
+    // wedged (deadlock-timeout). The start of the monitor counts as the first beat.
+    shared.heartbeat_ms.store(now_ms(shared), Ordering::Release);
+    if config.deadlock_timeout.is_some() {
+        let probe = Arc::clone(shared);
+        let spawned = std::thread::Builder::new()
+            .name("wsgi-heartbeat".into())
+            .spawn(move || {
+                while !probe.stopping.load(Ordering::Acquire) {
+                    if runtime::run_in("", |_| ()).is_ok() {
+                        probe.heartbeat_ms.store(now_ms(&probe), Ordering::Release);
+                    }
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::error!("WSGI0036: cannot start the heartbeat thread: {e}");
+        }
+    }
+    loop {
+        std::thread::sleep(Duration::from_millis(100));
+        if shared.stopping.load(Ordering::Acquire) {
+            return;
+        }
+        let now = now_ms(shared);
+        if let Some(interval) = config.restart_interval
+            && shared.started.elapsed() >= interval
+        {
+            request_restart(
+                shared,
+                format!("restart-interval of {} s", interval.as_secs()),
+                graceful,
+            );
+        }
+        if let Some(idle) = config.inactivity_timeout {
+            let last = shared.last_activity_ms.load(Ordering::Acquire);
+            let idle_ms = u64::try_from(idle.as_millis()).unwrap_or(u64::MAX);
+            if shared.active.load(Ordering::Acquire) == 0 && now.saturating_sub(last) >= idle_ms {
+                request_restart(
+                    shared,
+                    format!("inactivity-timeout of {} s", idle.as_secs()),
+                    graceful,
+                );
+            }
+        }
+        if let Some(limit) = config.request_timeout {
+            let limit_ms = u64::try_from(limit.as_millis()).unwrap_or(u64::MAX);
+            if let Some(slot) = shared.slots.iter().find(|slot| {
+                let started = slot.started_ms.load(Ordering::Acquire);
+                started != 0 && now.saturating_sub(started) >= limit_ms
+            }) {
+                let group = slot.group.lock().clone();
+                log_stacks(&group);
+                request_restart(
+                    shared,
+                    format!("request-timeout of {} s exceeded", limit.as_secs()),
+                    Duration::ZERO,
+                );
+            }
+        }
+        if let Some(limit) = config.deadlock_timeout {
+            let beat_ms = shared.heartbeat_ms.load(Ordering::Acquire);
+            let limit_ms = u64::try_from(limit.as_millis()).unwrap_or(u64::MAX);
+            if now.saturating_sub(beat_ms) >= limit_ms {
+                request_restart(
+                    shared,
+                    format!(
+                        "the Python interpreter did not respond for {} s (deadlock-timeout)",
+                        limit.as_secs()
+                    ),
+                    Duration::ZERO,
+                );
+            }
+        }
+    }
+}
+
+/// Logs the Python stack of every thread of interpreter `group` (request-timeout).
+fn log_stacks(group: &str) {
+    let dump = runtime::run_in(group, |py| {
+        let code = c"import sys, traceback\nstacks = ['Thread %d:\\n%s' % (tid, ''.join(traceback.format_stack(frame))) for tid, frame in sys._current_frames().items()]";
+        let globals = pyo3::types::PyDict::new(py);
+        py.run(code, Some(&globals), None)
+            .and_then(|()| {
+                globals
+                    .get_item("stacks")
+                    .and_then(|s| s.map(|s| s.extract::<Vec<String>>()).transpose())
+            })
+            .ok()
+            .flatten()
+            .unwrap_or_default()
+    });
+    for stack in dump.unwrap_or_default() {
+        for line in stack.lines() {
+            tracing::info!("{line}");
+        }
+    }
 }
 
 fn stop_signals() -> SigSet {
@@ -205,24 +370,58 @@ struct GroupSnapshot {
     secret: [u8; protocol::SECRET_LEN],
     threads: u32,
     multiprocess: bool,
+    queue_timeout: Option<Duration>,
+}
+
+/// One request thread's current request, for request-timeout.
+#[derive(Default)]
+struct Slot {
+    /// When the request started (`now_ms`), or 0 when idle.
+    started_ms: AtomicU64,
+    /// Its application group.
+    group: Mutex<String>,
 }
 
 struct Shared {
     info: GroupSnapshot,
+    config: Arc<DaemonConfig>,
+    started: Instant,
     stopping: AtomicBool,
     active: AtomicUsize,
+    served: AtomicU64,
+    last_activity_ms: AtomicU64,
+    heartbeat_ms: AtomicU64,
+    slots: Vec<Slot>,
+    restart: Mutex<Option<Restart>>,
 }
 
-fn accept_loop(shared: &Shared, listener: &UnixListener) {
+fn accept_loop(shared: &Shared, listener: &UnixListener, slot: usize) {
     loop {
         match listener.accept() {
             Ok((stream, _)) => {
-                if shared.stopping.load(Ordering::Acquire) {
+                // A connection accepted while stopping is still served: the main thread waits
+                // for it (up to the drain time).
+                shared.active.fetch_add(1, Ordering::AcqRel);
+                shared
+                    .last_activity_ms
+                    .store(now_ms(shared), Ordering::Release);
+                serve_connection(shared, stream, &shared.slots[slot]);
+                shared
+                    .last_activity_ms
+                    .store(now_ms(shared), Ordering::Release);
+                shared.active.fetch_sub(1, Ordering::AcqRel);
+                let served = shared.served.fetch_add(1, Ordering::AcqRel) + 1;
+                let maximum = shared.config.maximum_requests;
+                if maximum > 0 && served >= maximum {
+                    request_restart(
+                        shared,
+                        format!("maximum-requests of {maximum} reached"),
+                        shared.config.graceful_timeout,
+                    );
+                }
+                if shared.restart.lock().is_some() {
                     return;
                 }
-                shared.active.fetch_add(1, Ordering::AcqRel);
-                serve_connection(shared, stream);
-                shared.active.fetch_sub(1, Ordering::AcqRel);
             }
             Err(_) if shared.stopping.load(Ordering::Acquire) => return,
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
@@ -239,7 +438,7 @@ fn same_secret(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn serve_connection(shared: &Shared, mut stream: UnixStream) {
+fn serve_connection(shared: &Shared, mut stream: UnixStream, slot: &Slot) {
     let _ = stream.set_read_timeout(Some(Duration::from_secs(60)));
     let request = match protocol::read_frame(&mut stream) {
         Ok(Frame::Request(request)) if same_secret(&request.secret, &shared.info.secret) => request,
@@ -260,6 +459,24 @@ fn serve_connection(shared: &Shared, mut stream: UnixStream) {
     };
     let _ = stream.set_read_timeout(None);
     let _log_scope = crate::apache::log::RequestIdScope::enter(&request.request_id);
+    if let Some(limit) = shared.info.queue_timeout {
+        let now_us = std::time::SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
+        let waited =
+            Duration::from_micros(u64::try_from(now_us - request.request_start_us).unwrap_or(0));
+        if waited > limit {
+            tracing::error!(
+                "WSGI0047: queue-timeout of {} s expired (the request waited {} ms); not run",
+                limit.as_secs(),
+                waited.as_millis()
+            );
+            let _ = protocol::write_frame(&mut stream, &Frame::Failure { status: 504 });
+            return;
+        }
+    }
+    *slot.group.lock() = request.application_group.clone();
+    slot.started_ms.store(now_ms(shared), Ordering::Release);
     let backend = Arc::new(DaemonBackend {
         conn: Mutex::new(Conn {
             stream,
@@ -272,6 +489,7 @@ fn serve_connection(shared: &Shared, mut stream: UnixStream) {
         Some(Outcome::NoCallable) => Frame::Failure { status: 404 },
         Some(Outcome::Failed) | None => Frame::Failure { status: 500 },
     };
+    slot.started_ms.store(0, Ordering::Release);
     let mut conn = backend.conn.lock();
     let _ = protocol::write_frame(&mut conn.stream, &last);
 }

@@ -113,6 +113,7 @@ pub fn stop() {
     unsafe {
         ffi::PyEval_RestoreThread(ts);
         let interpreters = rt.registry.interpreters.lock().clone();
+        let mut all_ended = true;
         for interp in interpreters.iter().skip(1) {
             tracing::debug!("ending sub-interpreter '{}'", interp.name);
             for &worker in interp.thread_states.lock().iter() {
@@ -120,14 +121,66 @@ pub fn stop() {
                 ffi::PyThreadState_Delete(worker);
             }
             ffi::PyThreadState_Swap(interp.creation);
-            ffi::Py_EndInterpreter(interp.creation);
+            let others = other_threads(interp.state, interp.creation);
+            if others == 0 {
+                ffi::Py_EndInterpreter(interp.creation);
+            } else {
+                // Ending an interpreter whose threads still run aborts the process (CPython:
+                // "not the last thread"). Run its atexit handlers and leave it to the exit.
+                run_atexit();
+                tracing::info!(
+                    "sub-interpreter '{}' still has {others} thread(s) running; not ending it",
+                    interp.name
+                );
+                all_ended = false;
+            }
             ffi::PyThreadState_Swap(ts);
         }
-        if ffi::Py_FinalizeEx() < 0 {
-            tracing::warn!("WSGI0005: Python reported errors while finalising");
+        if all_ended {
+            if ffi::Py_FinalizeEx() < 0 {
+                tracing::warn!("WSGI0005: Python reported errors while finalising");
+            }
+            tracing::info!("Python finalised");
+        } else {
+            // Finalising the main interpreter under live sub-interpreter threads is not safe;
+            // its atexit handlers still run.
+            run_atexit();
+            ffi::PyEval_SaveThread();
+            tracing::info!("Python left to the process exit (threads still running)");
         }
     }
-    tracing::info!("Python finalised");
+}
+
+/// Thread states of `interp` other than `except` (threads the application started).
+///
+/// # Safety
+/// The GIL must be held; `interp` must be a live interpreter.
+unsafe fn other_threads(
+    interp: *mut ffi::PyInterpreterState,
+    except: *mut ffi::PyThreadState,
+) -> usize {
+    let mut count = 0;
+    // SAFETY: walking an interpreter's thread list with the GIL held (caller), which keeps it
+    // from changing under us.
+    unsafe {
+        let mut ts = ffi::PyInterpreterState_ThreadHead(interp);
+        while !ts.is_null() {
+            if ts != except {
+                count += 1;
+            }
+            ts = ffi::PyThreadState_Next(ts);
+        }
+    }
+    count
+}
+
+/// Runs the current interpreter's `atexit` handlers now.
+///
+/// # Safety
+/// The GIL must be held with a thread state of the interpreter current.
+unsafe fn run_atexit() {
+    // SAFETY: GIL held (caller); runs a fixed Python statement; errors are printed by CPython.
+    unsafe { ffi::PyRun_SimpleString(c"import atexit; atexit._run_exitfuncs()".as_ptr()) };
 }
 
 /// Ends the process if shutdown hangs (a non-daemon thread that never ends, a finaliser that
