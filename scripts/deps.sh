@@ -24,11 +24,18 @@ PACKAGES=(
     libclang-dev            # libclang for bindgen
     gcc                     # C compiler for build.rs (cc crate) and linking
     libc6-dev               # C library headers
-    pkg-config              # locating libraries at build time
+    binutils                # nm and ldd checks of the built module (tests/config.rs)
     curl                    # health checks in the scripts
-    libapache2-mod-wsgi-py3 # the C mod_wsgi, for side-by-side comparisons and benchmarks
-    wrk                     # HTTP load generator for the benchmarks
 )
+
+# With --bench: what the side-by-side benchmarks need as well. (Debian enables the C module in
+# its own Apache configuration when it installs it; our servers use their own configuration.)
+if [[ "${1:-}" == "--bench" ]]; then
+    PACKAGES+=(
+        libapache2-mod-wsgi-py3 # the C mod_wsgi, measured side by side
+        wrk                     # HTTP load generator
+    )
+fi
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do
@@ -54,10 +61,21 @@ if ! command -v cargo >/dev/null 2>&1; then
     if [[ -x "$HOME/.cargo/bin/cargo" ]]; then
         echo "deps: cargo is in $HOME/.cargo/bin but not on PATH; run: export PATH=\"\$HOME/.cargo/bin:\$PATH\"" >&2
     else
-        echo "deps: cargo (the Rust toolchain, 1.85 or newer) is not installed; install it with rustup (https://rustup.rs) and re-run" >&2
+        echo "deps: cargo (the Rust toolchain, 1.89 or newer) is not installed; install it with rustup (https://rustup.rs) and re-run" >&2
     fi
     exit 1
 fi
+
+for component in fmt clippy; do
+    if ! cargo "$component" --version >/dev/null 2>&1; then
+        if command -v rustup >/dev/null 2>&1; then
+            rustup component add "$( [[ $component == fmt ]] && echo rustfmt || echo clippy )"
+        else
+            echo "deps: cargo $component is missing (rustup component add ...)" >&2
+            exit 1
+        fi
+    fi
+done
 
 if ((${#missing[@]} > 0)); then
     echo "deps: all build and run dependencies are now installed"

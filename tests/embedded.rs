@@ -624,3 +624,17 @@ def application(environ, start_response):
     assert_eq!(part.header("content-range"), Some("bytes 100-199/100000"));
     assert_eq!(part.body, &data[100..200]);
 }
+
+#[test]
+fn a_virtualenv_of_another_python_version_is_reported() {
+    // A fake environment that claims another Python: the module warns (and Python still
+    // starts, from the system prefix the environment points to).
+    let server = ServerBuilder::new()
+        .file("venv/pyvenv.cfg", "home = /usr/bin\nversion = 3.12.1\n")
+        .file("venv/bin/python", "")
+        .file("app.wsgi", ECHO_APP)
+        .config("WSGIPythonHome ${TEST_DIR}/venv\nWSGIScriptAlias /a ${TEST_DIR}/app.wsgi")
+        .allow_log("WSGI0008")
+        .start();
+    assert!(server.wait_for_log("was made with Python 3.12.1", Duration::from_secs(5)));
+}

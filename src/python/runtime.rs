@@ -151,6 +151,29 @@ pub fn stop() {
     }
 }
 
+/// Warns when a virtual environment was made for another Python version than the one this
+/// module embeds: its packages would not import.
+fn warn_on_version_mismatch(home: &std::path::Path) {
+    let Ok(cfg) = std::fs::read_to_string(home.join("pyvenv.cfg")) else {
+        return;
+    };
+    let full = python_version();
+    let built: String = full.splitn(3, '.').take(2).collect::<Vec<_>>().join(".");
+    let venv = cfg.lines().find_map(|line| {
+        let (key, value) = line.split_once('=')?;
+        matches!(key.trim(), "version" | "version_info").then(|| value.trim().to_owned())
+    });
+    if let Some(venv) = venv
+        && !(venv == built || venv.starts_with(&format!("{built}.")))
+    {
+        tracing::warn!(
+            "WSGI0008: the virtual environment '{}' was made with Python {venv}, but this \
+             module embeds Python {built}; its packages may not import",
+            home.display()
+        );
+    }
+}
+
 /// Thread states of `interp` other than `except` (threads the application started).
 ///
 /// # Safety
@@ -231,6 +254,7 @@ unsafe fn initialize(settings: &PythonSettings) -> Result<Registry, String> {
         config.user_site_directory = 0;
 
         if let Some(home) = &settings.home {
+            warn_on_version_mismatch(home);
             // A virtual environment is entered the way its own `bin/python` would be: through
             // the program name, so `site` finds `pyvenv.cfg`. Anything else is a prefix.
             let venv_python = home.join("bin/python");
