@@ -100,6 +100,7 @@ const BAD_DIRECTIVES: &[Bad] = &[
     bad(Context::Directory, "WSGIProcessGroup %{SERVER}", "use %{GLOBAL}, %{ENV:VAR}"),
     bad(Context::Server, "WSGIRestrictEmbedded maybe", "WSGIRestrictEmbedded must be one of"),
     bad(Context::Directory, "WSGIRestrictProcess", "expects one or more group names"),
+    bad(Context::Directory, "WSGIErrorOverride perhaps", "WSGIErrorOverride must be one of"),
     bad(
         Context::Server,
         "WSGIImportScript /x.wsgi process-group=%{GLOBAL}",

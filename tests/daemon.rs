@@ -415,3 +415,36 @@ fn a_failing_privilege_switch_stops_the_daemon_before_python() {
     assert!(log.contains("could not switch user"), "{log}");
     assert!(!log.contains("of group 'life' ready"), "{log}");
 }
+
+#[test]
+fn queue_start_and_error_override() {
+    let app = r#"
+def application(environ, start_response):
+    if environ['PATH_INFO'].endswith('/missing'):
+        start_response('404 Not Found', [('Content-Type', 'text/plain')])
+        return [b'the application body']
+    body = '%r %r' % (type(environ['mod_wsgi.queue_start']), environ['mod_wsgi.queue_start'] > 0)
+    start_response('200 OK', [('Content-Type', 'text/plain')])
+    return [body.encode()]
+"#;
+    let server = ServerBuilder::new()
+        .file("app.wsgi", app)
+        .config(
+            "WSGIDaemonProcess site threads=2\n\
+             WSGIScriptAlias /d ${TEST_DIR}/app.wsgi process-group=site\n\
+             WSGIScriptAlias /e ${TEST_DIR}/app.wsgi\n\
+             ErrorDocument 404 \"custom not found\"\n\
+             <Location /d/override>\n  WSGIErrorOverride On\n</Location>",
+        )
+        .start();
+    assert_eq!(server.get("/d").text(), "<class 'float'> True");
+    assert_eq!(server.get("/e").text(), "<class 'float'> False");
+    let plain = server.get("/d/missing");
+    assert_eq!(
+        (plain.status, plain.text().as_str()),
+        (404, "the application body")
+    );
+    let overridden = server.get("/d/override/missing");
+    assert_eq!(overridden.status, 404);
+    assert_eq!(overridden.text(), "custom not found");
+}

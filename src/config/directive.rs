@@ -71,6 +71,8 @@ pub enum Directive {
     RestrictEmbedded,
     /// `WSGIRestrictProcess group …`.
     RestrictProcess,
+    /// `WSGIErrorOverride On|Off`.
+    ErrorOverride,
 }
 
 impl Directive {
@@ -99,6 +101,7 @@ impl Directive {
         Self::ProcessGroup,
         Self::RestrictEmbedded,
         Self::RestrictProcess,
+        Self::ErrorOverride,
     ];
 
     /// The directive's name as written in `httpd.conf`, NUL-terminated for Apache's table.
@@ -127,6 +130,7 @@ impl Directive {
             Self::ProcessGroup => c"WSGIProcessGroup",
             Self::RestrictEmbedded => c"WSGIRestrictEmbedded",
             Self::RestrictProcess => c"WSGIRestrictProcess",
+            Self::ErrorOverride => c"WSGIErrorOverride",
         }
     }
 
@@ -148,7 +152,8 @@ impl Directive {
             | Self::ScriptReloading
             | Self::ChunkedRequest
             | Self::MapHeadToGet
-            | Self::EnableSendfile => Scope::FileInfo,
+            | Self::EnableSendfile
+            | Self::ErrorOverride => Scope::FileInfo,
             Self::PythonHome
             | Self::PythonPath
             | Self::PythonOptimize
@@ -270,6 +275,7 @@ impl Directive {
                 dir.process_group = Some(value.clone());
             }
             Self::RestrictEmbedded => server.restrict_embedded = parse_on_off(name, value)?,
+            Self::ErrorOverride => dir.error_override = Some(parse_on_off(name, value)?),
             Self::ScriptAlias
             | Self::ScriptAliasMatch
             | Self::ImportScript

@@ -284,6 +284,8 @@ pub struct DirConfig {
     pub process_group: Option<String>,
     /// `WSGIRestrictProcess`: the daemon groups that may be chosen here.
     pub restrict_process: Option<Vec<String>>,
+    /// `WSGIErrorOverride` (daemon mode): Apache's error documents replace error responses.
+    pub error_override: Option<bool>,
 }
 
 /// `WSGIMapHEADToGET`: whether the application sees a HEAD request as GET.
@@ -333,6 +335,7 @@ impl DirConfig {
                 .process_group
                 .clone()
                 .or_else(|| base.process_group.clone()),
+            error_override: over.error_override.or(base.error_override),
             restrict_process: over
                 .restrict_process
                 .clone()

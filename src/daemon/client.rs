@@ -17,7 +17,16 @@ use crate::apache::{Header, Request, RequestIo, sys};
 use crate::wsgi::RequestSpec;
 
 /// Relays the request described by `spec` to `group`; returns the handler's status.
-pub fn relay(r: &mut Request<'_>, spec: &RequestSpec<'_>, group: &GroupInfo) -> i32 {
+///
+/// With `error_override` (`WSGIErrorOverride On`), an error status (400 or more) from the
+/// application is answered by Apache itself (its `ErrorDocument`), and the application's body
+/// is dropped.
+pub fn relay(
+    r: &mut Request<'_>,
+    spec: &RequestSpec<'_>,
+    group: &GroupInfo,
+    error_override: bool,
+) -> i32 {
     let name = &group.config.name;
     let Some(mut stream) = connect(group) else {
         tracing::error!(
@@ -54,7 +63,7 @@ pub fn relay(r: &mut Request<'_>, spec: &RequestSpec<'_>, group: &GroupInfo) -> 
         tracing::error!("WSGI0041: cannot send the request to daemon process '{name}': {e}");
         return sys::HTTP_SERVICE_UNAVAILABLE as i32;
     }
-    r.with_io(|io| exchange(io, &mut stream, name))
+    r.with_io(|io| exchange(io, &mut stream, name, error_override))
 }
 
 /// Connects, retrying while the daemon is not (yet) listening.
@@ -80,8 +89,10 @@ fn connect(group: &GroupInfo) -> Option<UnixStream> {
 }
 
 /// Serves the daemon's requests for body and relays its response until it ends.
-fn exchange(io: &RequestIo, stream: &mut UnixStream, name: &str) -> i32 {
+fn exchange(io: &RequestIo, stream: &mut UnixStream, name: &str, error_override: bool) -> i32 {
     let mut head_sent = false;
+    // With WSGIErrorOverride: the application's error status, whose body is dropped.
+    let mut overridden: Option<i32> = None;
     let mut body = vec![0u8; 64 * 1024];
     loop {
         let frame = match protocol::read_frame(stream) {
@@ -114,6 +125,11 @@ fn exchange(io: &RequestIo, stream: &mut UnixStream, name: &str) -> i32 {
                     };
                 }
             }
+            Frame::Head(head) if error_override && head.status >= 400 => {
+                overridden = Some(i32::from(head.status));
+            }
+            Frame::Data(_) if overridden.is_some() => {}
+            Frame::End if overridden.is_some() => return overridden.unwrap_or(sys::OK as i32),
             Frame::Head(head) => {
                 let headers: Vec<Header<'_>> = head
                     .headers

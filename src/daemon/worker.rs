@@ -529,6 +529,9 @@ fn run_request(
         header_only: request.header_only,
         request_id: &request.request_id,
         request_start: request.request_start_us as f64 / 1e6,
+        queue_start: std::time::SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64()),
         multithread: shared.info.threads > 1,
         multiprocess: shared.info.multiprocess,
         apache_version: info.unwrap_or((2, 4, 0)),

@@ -130,13 +130,15 @@ pub(super) fn serve(
         header_only: r.header_only(),
         request_id: &request_id,
         request_start,
+        queue_start: 0.0,
         multithread: threads > 1,
         multiprocess: processes > 1,
         apache_version,
     };
 
     if let Some(group) = daemon {
-        return crate::daemon::client::relay(r, &spec, group);
+        let error_override = dir.error_override.unwrap_or(false);
+        return crate::daemon::client::relay(r, &spec, group, error_override);
     }
     let outcome = r.with_io(|io| {
         let backend: Arc<dyn Backend> = Arc::new(EmbeddedBackend {

@@ -38,6 +38,8 @@ pub struct RequestSpec<'a> {
     pub request_id: &'a str,
     /// When the request arrived, seconds since the epoch.
     pub request_start: f64,
+    /// When a daemon process took the request, seconds since the epoch (0.0 embedded).
+    pub queue_start: f64,
     /// `wsgi.multithread`.
     pub multithread: bool,
     /// `wsgi.multiprocess`.
@@ -107,6 +109,7 @@ pub fn serve(py: Python<'_>, spec: &RequestSpec<'_>, backend: Arc<dyn Backend>) 
             script_reloading: spec.reloading,
             request_id: spec.request_id,
             request_start: spec.request_start,
+            queue_start: spec.queue_start,
             apache_version: spec.apache_version,
         };
         let environ = environ::build(py, spec.cgi.iter().copied(), extras)?;

@@ -32,6 +32,8 @@ pub struct Extras<'py, 'a> {
     pub request_id: &'a str,
     /// `mod_wsgi.request_start`, seconds since the epoch.
     pub request_start: f64,
+    /// `mod_wsgi.queue_start`: when a daemon process took the request (0.0 when embedded).
+    pub queue_start: f64,
     /// `apache.version`.
     pub apache_version: (u32, u32, u32),
 }
@@ -92,6 +94,7 @@ pub fn build<'py, 'a>(
     )?;
     environ.set_item("mod_wsgi.request_id", extras.request_id)?;
     environ.set_item("mod_wsgi.request_start", extras.request_start)?;
+    environ.set_item("mod_wsgi.queue_start", extras.queue_start)?;
     environ.set_item("mod_wsgi.thread_id", thread_number())?;
     if let Some(s) = environ.get_item("SCRIPT_NAME")? {
         environ.set_item("mod_wsgi.script_name", s)?;
