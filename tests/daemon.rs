@@ -448,3 +448,96 @@ def application(environ, start_response):
     assert_eq!(overridden.status, 404);
     assert_eq!(overridden.text(), "custom not found");
 }
+
+#[test]
+fn the_socket_is_private_to_apaches_user() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let server = daemon_server("").start();
+    assert_eq!(server.get("/d").status, 200);
+    let socket = std::fs::read_dir(server.dir())
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "sock"))
+        .expect("a daemon socket");
+    let meta = std::fs::metadata(&socket).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o700);
+    if nix_is_root() {
+        assert_eq!(meta.uid(), 33, "owned by www-data");
+    }
+}
+
+#[test]
+fn groups_are_visible_only_to_their_virtual_host_and_log_there() {
+    let server = ServerBuilder::new()
+        .file("app.wsgi", APP)
+        .config(
+            "<VirtualHost 127.0.0.1:${TEST_PORT}>\n  ServerName a.test\n  \
+               ErrorLog ${TEST_DIR}/a-error.log\n  \
+               WSGIDaemonProcess only-a threads=2\n  \
+               WSGIScriptAlias /app ${TEST_DIR}/app.wsgi process-group=only-a\n\
+             </VirtualHost>\n\
+             <VirtualHost 127.0.0.1:${TEST_PORT}>\n  ServerName b.test\n  \
+               WSGIScriptAlias /app ${TEST_DIR}/app.wsgi process-group=only-a\n\
+             </VirtualHost>",
+        )
+        .allow_log("WSGI0025")
+        .start();
+    let get = |host: &str| server.request("GET", "/app", &[("Host", host)], b"");
+    let a = get("a.test");
+    assert_eq!(a.status, 200);
+    assert_eq!(field(&a.text(), "process_group"), "only-a");
+    assert_eq!(get("b.test").status, 500);
+    // The daemon's own lines go to the error log of the virtual host that defined it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let vhost_log = loop {
+        let log = std::fs::read_to_string(server.dir().join("a-error.log")).unwrap_or_default();
+        if log.contains("daemon request") || std::time::Instant::now() > deadline {
+            break log;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(vhost_log.contains("daemon request"), "{vhost_log}");
+    assert!(vhost_log.contains("of group 'only-a' ready"), "{vhost_log}");
+}
+
+#[test]
+fn script_user_refuses_scripts_of_other_owners() {
+    if !nix_is_root() {
+        return;
+    }
+    let server = ServerBuilder::new()
+        .file("app.wsgi", APP)
+        .config(
+            "WSGIDaemonProcess owned threads=2 script-user=nobody\n\
+             WSGIScriptAlias /o ${TEST_DIR}/app.wsgi process-group=owned",
+        )
+        .allow_log("WSGI0049")
+        .start();
+    // The harness writes the script as root, not nobody.
+    assert_eq!(server.get("/o").status, 403);
+    assert!(server.error_log().contains("is not owned by uid 65534"));
+}
+
+#[test]
+fn a_graceful_restart_lets_running_requests_finish_and_priority_applies() {
+    let server = lifecycle_server("processes=1 threads=2 maximum-requests=2 cpu-priority=5")
+        .file(
+            "prio.wsgi",
+            "import os\ndef application(e, s):\n    s('200 OK', [])\n    \
+             return [str(os.getpriority(os.PRIO_PROCESS, 0)).encode()]\n",
+        )
+        .config("WSGIScriptAlias /prio ${TEST_DIR}/prio.wsgi process-group=life")
+        .start();
+    assert_eq!(server.get("/prio").text(), "5");
+    std::thread::scope(|s| {
+        // A slow request, then a quick one that reaches maximum-requests: the slow one still
+        // completes (graceful-timeout, 15 s by default) before the process is replaced.
+        let slow = s.spawn(|| server.get("/l/block?2"));
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(server.get("/l").status, 200);
+        let slow = slow.join().unwrap();
+        assert_eq!(slow.status, 200, "{}", server.error_log());
+    });
+    assert!(server.error_log().contains("maximum-requests of 2 reached"));
+}

@@ -5,6 +5,7 @@
 use std::ffi::{c_char, c_void};
 
 use super::boundary::guard;
+use super::log::LogTarget;
 use super::module::module_index;
 use super::sys;
 use crate::config::{DirConfig, ServerConfig};
@@ -59,16 +60,29 @@ pub unsafe fn server_config<'a>(server: *const sys::server_rec) -> &'a ServerCon
 /// # Safety
 /// As [`server_config`], for `main` and every server chained after it.
 pub unsafe fn all_server_configs<'a>(main: *const sys::server_rec) -> Vec<&'a ServerConfig> {
-    let mut configs = Vec::new();
+    // SAFETY: as documented, passed on.
+    unsafe { all_servers(main.cast_mut()) }
+        .into_iter()
+        .map(|(_, config)| config)
+        .collect()
+}
+
+/// Every server (main first) with its WSGI record and its error log.
+///
+/// # Safety
+/// As [`all_server_configs`].
+pub unsafe fn all_servers<'a>(main: *mut sys::server_rec) -> Vec<(LogTarget, &'a ServerConfig)> {
+    let mut servers = Vec::new();
     let mut server = main;
     while !server.is_null() {
-        // SAFETY: each server in Apache's list is live and holds our record (caller).
+        // SAFETY: each server in Apache's list is live and holds our record (caller), for the
+        // whole configuration cycle.
         unsafe {
-            configs.push(server_config(server));
+            servers.push((LogTarget::from_raw(server), server_config(server)));
             server = (*server).next;
         }
     }
-    configs
+    servers
 }
 
 /// Mutable access while directives are read (single-threaded configuration phase).

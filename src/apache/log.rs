@@ -45,6 +45,32 @@ pub unsafe fn install(server: *mut sys::server_rec) {
         tracing::subscriber::set_global_default(tracing_subscriber::registry().with(ApacheLayer));
 }
 
+/// A server record whose error log takes messages (a virtual host's, for a daemon group it
+/// defined).
+#[derive(Clone, Copy, Debug)]
+pub struct LogTarget(*mut sys::server_rec);
+
+// SAFETY: a server record lives for the whole configuration cycle (and, in a forked daemon,
+// for the process); the pointer is only handed back to Apache's logging functions.
+unsafe impl Send for LogTarget {}
+// SAFETY: as above; Apache's logging is thread-safe.
+unsafe impl Sync for LogTarget {}
+
+impl LogTarget {
+    /// Wraps a server record.
+    ///
+    /// # Safety
+    /// `server` must be a live server record for as long as the target is used.
+    pub unsafe fn from_raw(server: *mut sys::server_rec) -> Self {
+        Self(server)
+    }
+
+    /// Sends this process's log lines (outside requests) to this server's error log.
+    pub fn make_default(self) {
+        MAIN_SERVER.store(self.0, Ordering::Release);
+    }
+}
+
 /// While alive, this thread's log lines belong to one request.
 pub struct RequestScope {
     previous: *const sys::request_rec,

@@ -118,19 +118,22 @@ fn start_daemons(pconf: *mut sys::apr_pool_t, server: *mut sys::server_rec) -> c
     // `all_server_configs`); `pconf` lives for this configuration cycle.
     let (servers, pool) = unsafe {
         (
-            super::config::all_server_configs(server),
+            super::config::all_servers(server),
             process::Pool::from_raw(pconf),
         )
     };
-    let Some(main) = servers.first() else {
+    let Some((_, main)) = servers.first() else {
         return sys::OK as c_int;
     };
-    let mut daemons: Vec<Arc<DaemonConfig>> = Vec::new();
-    for daemon in servers.iter().flat_map(|s| s.daemons.iter()) {
-        if !daemons.iter().any(|d| d.name == daemon.name) {
-            daemons.push(Arc::clone(daemon));
-        }
-    }
+    // Each group once, with the error log of the server that defined it.
+    let daemons: Vec<(Arc<DaemonConfig>, log::LogTarget)> = servers
+        .iter()
+        .flat_map(|(target, config)| {
+            config.daemons[..config.own_daemons]
+                .iter()
+                .map(|d| (Arc::clone(d), *target))
+        })
+        .collect();
     let prefix = main.socket_prefix.as_deref();
     match crate::daemon::manager::start(pool, daemons, main.python.clone(), prefix) {
         Ok(()) => sys::OK as c_int,

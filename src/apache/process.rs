@@ -285,3 +285,14 @@ pub fn exit_now(code: i32) -> ! {
     // SAFETY: `_exit` only ends the process; it has no preconditions.
     unsafe { libc::_exit(code) }
 }
+
+/// Sets this process's scheduling priority (nice value, -20..=19).
+pub fn set_priority(nice: i32) -> std::io::Result<()> {
+    // SAFETY: setpriority only changes this process's priority; it reads no memory of ours.
+    let status = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) };
+    if status == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}

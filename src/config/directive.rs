@@ -221,7 +221,10 @@ impl Directive {
                         ),
                     ));
                 }
-                server.daemons.push(std::sync::Arc::new(daemon));
+                server
+                    .daemons
+                    .insert(server.own_daemons, std::sync::Arc::new(daemon));
+                server.own_daemons += 1;
                 return Ok(());
             }
             Self::RestrictProcess => {

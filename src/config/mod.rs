@@ -236,6 +236,8 @@ pub struct ServerConfig {
     /// `WSGIDaemonProcess` groups visible here: this server's own, then (after merging) the
     /// main server's.
     pub daemons: Vec<std::sync::Arc<DaemonConfig>>,
+    /// How many of `daemons` (the first ones) this server defines itself.
+    pub own_daemons: usize,
     /// `WSGIRestrictEmbedded On` (main server only): requests not sent to a daemon fail.
     pub restrict_embedded: bool,
 }
@@ -251,6 +253,7 @@ impl ServerConfig {
             import_scripts: over.import_scripts.clone(),
             socket_prefix: base.socket_prefix.clone(),
             daemons: over.daemons.iter().chain(&base.daemons).cloned().collect(),
+            own_daemons: over.own_daemons,
             restrict_embedded: base.restrict_embedded,
         }
     }

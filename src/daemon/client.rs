@@ -28,6 +28,13 @@ pub fn relay(
     error_override: bool,
 ) -> i32 {
     let name = &group.config.name;
+    if let Err(why) = check_script_owner(spec.script, &group.config) {
+        tracing::error!(
+            "WSGI0049: '{}' may not run in daemon process '{name}': {why}",
+            spec.script
+        );
+        return sys::HTTP_FORBIDDEN as i32;
+    }
     let Some(mut stream) = connect(group) else {
         tracing::error!(
             "WSGI0040: unable to connect to WSGI daemon process '{name}' on '{}' after {} s",
@@ -63,7 +70,57 @@ pub fn relay(
         tracing::error!("WSGI0041: cannot send the request to daemon process '{name}': {e}");
         return sys::HTTP_SERVICE_UNAVAILABLE as i32;
     }
-    r.with_io(|io| exchange(io, &mut stream, name, error_override))
+    let header_limit = match group.config.header_buffer_size {
+        0 => 32_768,
+        n => n,
+    };
+    r.with_io(|io| exchange(io, &mut stream, name, error_override, header_limit))
+}
+
+/// `script-user`/`script-group`: the script (and its folder) must belong to the configured
+/// owner and must not be writable by others.
+fn check_script_owner(script: &str, config: &crate::config::DaemonConfig) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let (user, group) = (config.script_user.as_ref(), config.script_group.as_ref());
+    if user.is_none() && group.is_none() {
+        return Ok(());
+    }
+    let path = std::path::Path::new(script);
+    let file = std::fs::metadata(path).map_err(|e| e.to_string())?;
+    let folder = path
+        .parent()
+        .map(std::fs::metadata)
+        .transpose()
+        .map_err(|e| e.to_string())?;
+    let writable_by_others =
+        |mode: u32, group_too: bool| mode & 0o002 != 0 || (group_too && mode & 0o020 != 0);
+    if let Some(user) = user {
+        let uid = super::manager::resolve_user(user).ok_or("unknown script-user")?;
+        if file.uid() != uid {
+            return Err(format!("the script is not owned by uid {uid}"));
+        }
+        if writable_by_others(file.mode(), true)
+            || folder
+                .as_ref()
+                .is_some_and(|f| writable_by_others(f.mode(), true))
+        {
+            return Err("the script or its folder is writable by group or others".into());
+        }
+    }
+    if let Some(group) = group {
+        let gid = super::manager::resolve_group(group).ok_or("unknown script-group")?;
+        if file.gid() != gid || folder.as_ref().is_some_and(|f| f.gid() != gid) {
+            return Err(format!("the script or its folder is not of group {gid}"));
+        }
+        if writable_by_others(file.mode(), false)
+            || folder
+                .as_ref()
+                .is_some_and(|f| writable_by_others(f.mode(), false))
+        {
+            return Err("the script or its folder is writable by others".into());
+        }
+    }
+    Ok(())
 }
 
 /// Connects, retrying while the daemon is not (yet) listening.
@@ -89,7 +146,20 @@ fn connect(group: &GroupInfo) -> Option<UnixStream> {
 }
 
 /// Serves the daemon's requests for body and relays its response until it ends.
-fn exchange(io: &RequestIo, stream: &mut UnixStream, name: &str, error_override: bool) -> i32 {
+/// Whether any header line (`Name: value`) exceeds the group's header-buffer-size.
+fn oversized_header(head: &protocol::HeadFrame, limit: usize) -> bool {
+    head.headers
+        .iter()
+        .any(|(name, value)| name.len() + 2 + value.len() > limit)
+}
+
+fn exchange(
+    io: &RequestIo,
+    stream: &mut UnixStream,
+    name: &str,
+    error_override: bool,
+    header_limit: usize,
+) -> i32 {
     let mut head_sent = false;
     // With WSGIErrorOverride: the application's error status, whose body is dropped.
     let mut overridden: Option<i32> = None;
@@ -130,6 +200,14 @@ fn exchange(io: &RequestIo, stream: &mut UnixStream, name: &str, error_override:
             }
             Frame::Data(_) if overridden.is_some() => {}
             Frame::End if overridden.is_some() => return overridden.unwrap_or(sys::OK as i32),
+            Frame::Head(head) if oversized_header(&head, header_limit) => {
+                tracing::error!(
+                    "WSGI0048: truncated or oversized response headers received from daemon \
+                     process '{name}': a header is longer than header-buffer-size ({header_limit} \
+                     bytes)"
+                );
+                return sys::HTTP_INTERNAL_SERVER_ERROR as i32;
+            }
             Frame::Head(head) => {
                 let headers: Vec<Header<'_>> = head
                     .headers

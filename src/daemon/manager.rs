@@ -21,6 +21,7 @@ use parking_lot::Mutex;
 
 use super::protocol::SECRET_LEN;
 use super::worker;
+use crate::apache::log::LogTarget;
 use crate::apache::process::{self, ChildEvent, Forked, Pool};
 use crate::config::{DaemonConfig, Principal, PythonSettings};
 
@@ -33,6 +34,8 @@ pub struct GroupInfo {
     pub socket: PathBuf,
     /// The secret each request must carry (authenticates the sender).
     pub secret: [u8; SECRET_LEN],
+    /// The error log of the server (or virtual host) that defined the group.
+    pub log_target: LogTarget,
 }
 
 struct GroupRuntime {
@@ -85,7 +88,7 @@ pub enum ManagerError {
 /// Sets up every daemon group and starts its processes (Apache parent, `post_config`).
 pub fn start(
     pool: Pool,
-    daemons: Vec<Arc<DaemonConfig>>,
+    daemons: Vec<(Arc<DaemonConfig>, LogTarget)>,
     settings: PythonSettings,
     socket_prefix: Option<&str>,
 ) -> Result<(), ManagerError> {
@@ -102,7 +105,7 @@ pub fn start(
     let parent = std::process::id();
     let identity = process::apache_identity();
     let mut groups = Vec::with_capacity(daemons.len());
-    for (index, config) in daemons.into_iter().enumerate() {
+    for (index, (config, log_target)) in daemons.into_iter().enumerate() {
         let path = PathBuf::from(format!("{prefix}.{parent}.{generation}.{}.sock", index + 1));
         let socket_error = |source| ManagerError::Socket {
             group: config.name.clone(),
@@ -110,7 +113,7 @@ pub fn start(
             source,
         };
         let _ = std::fs::remove_file(&path);
-        let listener = UnixListener::bind(&path).map_err(socket_error)?;
+        let listener = listen(&path, &config).map_err(socket_error)?;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o700))
             .map_err(socket_error)?;
         if Uid::effective().is_root() {
@@ -124,6 +127,7 @@ pub fn start(
             config,
             socket: path,
             secret: random_secret()?,
+            log_target,
         };
         let processes = info.config.processes as usize;
         groups.push(GroupRuntime {
@@ -152,6 +156,31 @@ pub fn start(
         spawn(g, p);
     }
     Ok(())
+}
+
+/// The group's listening socket, with its backlog and buffer sizes.
+fn listen(path: &std::path::Path, config: &DaemonConfig) -> std::io::Result<UnixListener> {
+    use nix::sys::socket::{
+        AddressFamily, Backlog, SockFlag, SockType, UnixAddr, bind, listen, setsockopt, socket,
+        sockopt,
+    };
+    use std::os::fd::AsRawFd;
+    let fd = socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    if config.send_buffer_size > 0 {
+        setsockopt(&fd, sockopt::SndBuf, &config.send_buffer_size)?;
+    }
+    if config.receive_buffer_size > 0 {
+        setsockopt(&fd, sockopt::RcvBuf, &config.receive_buffer_size)?;
+    }
+    bind(fd.as_raw_fd(), &UnixAddr::new(path)?)?;
+    let backlog = i32::try_from(config.listen_backlog).unwrap_or(i32::MAX);
+    listen(&fd, Backlog::new(backlog).unwrap_or(Backlog::MAXCONN))?;
+    Ok(UnixListener::from(fd))
 }
 
 /// A user name or `#uid` as a uid.
@@ -205,6 +234,9 @@ fn spawn(group: usize, index: usize) {
     }
     if let Some(locale) = &info.config.locale {
         env.push(("LC_ALL".to_owned(), locale.clone()));
+    }
+    if let Some(eggs) = &info.config.python_eggs {
+        env.push(("PYTHON_EGG_CACHE".to_owned(), eggs.display().to_string()));
     }
     match process::fork(pool, &env) {
         Ok(Forked::Child) => {

@@ -31,6 +31,7 @@ use crate::wsgi::{self, Backend, BackendError, Outcome, RequestSpec};
 pub fn run(info: &GroupInfo, listener: UnixListener, settings: PythonSettings, index: usize) -> ! {
     let config = &info.config;
     let name = &config.name;
+    info.log_target.make_default();
     // Signals are handled by the main thread alone, from the start: a stop request that
     // arrives while the daemon is still starting waits for it, and is then honoured.
     let signals = stop_signals();
@@ -110,6 +111,12 @@ pub fn run(info: &GroupInfo, listener: UnixListener, settings: PythonSettings, i
     let restart = shared.restart.lock().take();
     let (why, limit) = match &restart {
         Some(r) => (r.reason.clone(), r.drain),
+        // SIGUSR1 asks for a graceful restart: requests under way get eviction-timeout (or
+        // graceful-timeout) to finish.
+        None if signal == "SIGUSR1" => (
+            "SIGUSR1, graceful restart".to_owned(),
+            config.eviction_timeout.unwrap_or(config.graceful_timeout),
+        ),
         None => (signal.clone(), config.shutdown_timeout),
     };
     tracing::info!(
@@ -339,6 +346,14 @@ fn drop_privileges(config: &DaemonConfig) -> Result<(), String> {
 
 /// umask and resource limits; failures are logged and ignored.
 fn apply_limits(config: &DaemonConfig) {
+    if config.cpu_priority != 0
+        && let Err(e) = process::set_priority(config.cpu_priority)
+    {
+        tracing::warn!(
+            "WSGI0037: cannot apply cpu-priority={}: {e}",
+            config.cpu_priority
+        );
+    }
     if let Some(mask) = config.umask {
         nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(mask));
     }
