@@ -407,6 +407,7 @@ fn a_failing_privilege_switch_stops_the_daemon_before_python() {
     .allow_log("WSGI0032")
     .allow_log("WSGI0040")
     .allow_log("WSGI0042")
+    .allow_log("WSGI0051")
     .start();
     let r = server.get("/l");
     assert!((500..600).contains(&r.status), "{}", r.status);

@@ -156,7 +156,7 @@ fn generate(rng: &mut Rng) -> Vec<u8> {
 
 /// A valid frame of a random type.
 fn random_frame(rng: &mut Rng) -> Frame {
-    match rng.below(10) {
+    match rng.below(12) {
         0 => Frame::Request(Box::new(RequestFrame {
             secret: [rng.next() as u8; SECRET_LEN],
             script: rng.bytes(12),
@@ -187,6 +187,8 @@ fn random_frame(rng: &mut Rng) -> Frame {
         6 => Frame::Data(nonempty(rng.bytes(16))),
         7 => Frame::End,
         8 => Frame::Abort,
+        9 => Frame::Retry,
+        10 => Frame::Accepted,
         _ => Frame::Failure {
             status: 100 + rng.below(900) as u16,
         },

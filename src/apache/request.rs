@@ -277,6 +277,22 @@ impl<'r> Request<'r> {
         }
     }
 
+    /// Serves `location` (a local URL) instead, as a GET, the way CGI scripts redirect with a
+    /// `Location` header and status 200.
+    pub fn internal_redirect(&mut self, location: &str) {
+        let location = cstring(location);
+        let r = self.raw.as_ptr();
+        // SAFETY: exclusive access for 'r; the strings handed over are 'static or copied into
+        // the request pool; this is the sequence mod_cgi uses for the same purpose.
+        unsafe {
+            (*r).method = c"GET".as_ptr();
+            (*r).method_number = sys::M_GET as i32;
+            sys::apr_table_unset((*r).headers_in, c"Content-Length".as_ptr());
+            let copy = sys::apr_pstrdup((*r).pool, location.as_ptr());
+            sys::ap_internal_redirect_handler(copy, r);
+        }
+    }
+
     /// Runs `body` with a handle on the request's I/O that works until `body` returns (or
     /// unwinds) and reports [`IoError::Ended`] after.
     pub fn with_io<R>(&mut self, body: impl FnOnce(&RequestIo) -> R) -> R {

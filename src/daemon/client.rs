@@ -12,7 +12,7 @@ use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
 use super::manager::GroupInfo;
-use super::protocol::{self, Frame, MAX_PAYLOAD, RequestFrame};
+use super::protocol::{self, Frame, MAX_PAYLOAD, ProtocolError, RequestFrame};
 use crate::apache::{Header, Request, RequestIo, sys};
 use crate::wsgi::RequestSpec;
 
@@ -35,21 +35,6 @@ pub fn relay(
         );
         return sys::HTTP_FORBIDDEN as i32;
     }
-    let Some(mut stream) = connect(group) else {
-        tracing::error!(
-            "WSGI0040: unable to connect to WSGI daemon process '{name}' on '{}' after {} s",
-            group.socket.display(),
-            group.config.connect_timeout.as_secs()
-        );
-        return sys::HTTP_SERVICE_UNAVAILABLE as i32;
-    };
-    let timeout = group
-        .config
-        .socket_timeout
-        .unwrap_or(Duration::from_secs(300));
-    let _ = stream.set_read_timeout(Some(timeout));
-    let _ = stream.set_write_timeout(Some(timeout));
-
     let request = Frame::Request(Box::new(RequestFrame {
         secret: group.secret,
         script: spec.script.as_bytes().to_vec(),
@@ -66,15 +51,61 @@ pub fn relay(
             .map(|(k, v)| (k.to_vec(), v.to_vec()))
             .collect(),
     }));
-    if let Err(e) = protocol::write_frame(&mut stream, &request) {
-        tracing::error!("WSGI0041: cannot send the request to daemon process '{name}': {e}");
-        return sys::HTTP_SERVICE_UNAVAILABLE as i32;
-    }
     let header_limit = match group.config.header_buffer_size {
         0 => 32_768,
         n => n,
     };
-    r.with_io(|io| exchange(io, &mut stream, name, error_override, header_limit))
+    let timeout = group
+        .config
+        .socket_timeout
+        .unwrap_or(Duration::from_secs(300));
+    // A daemon that is restarting answers Retry before it reads anything; the request then
+    // goes to its replacement.
+    const MOST_RETRIES: u32 = 50;
+    let deadline = std::time::Instant::now() + group.config.connect_timeout;
+    for attempt in 0..=MOST_RETRIES {
+        if attempt > 0 && std::time::Instant::now() > deadline {
+            break;
+        }
+        let Some(mut stream) = connect(group) else {
+            tracing::error!(
+                "WSGI0040: unable to connect to WSGI daemon process '{name}' on '{}' after {} s",
+                group.socket.display(),
+                group.config.connect_timeout.as_secs()
+            );
+            return sys::HTTP_SERVICE_UNAVAILABLE as i32;
+        };
+        let _ = stream.set_read_timeout(Some(timeout));
+        let _ = stream.set_write_timeout(Some(timeout));
+        if let Err(e) = protocol::write_frame(&mut stream, &request) {
+            tracing::error!("WSGI0041: cannot send the request to daemon process '{name}': {e}");
+            return sys::HTTP_SERVICE_UNAVAILABLE as i32;
+        }
+        let relayed = r.with_io(|io| exchange(io, &mut stream, name, error_override, header_limit));
+        match relayed {
+            Relayed::Done(status) => return status,
+            Relayed::Redirect(location) => {
+                r.internal_redirect(&location);
+                return sys::OK as i32;
+            }
+            Relayed::Retry => {
+                tracing::debug!("daemon '{name}' is restarting; sending the request again");
+                std::thread::sleep(Duration::from_millis(20 * u64::from(attempt.min(10))));
+            }
+        }
+    }
+    tracing::error!("WSGI0050: daemon process '{name}' kept restarting; request not run");
+    sys::HTTP_SERVICE_UNAVAILABLE as i32
+}
+
+/// How one exchange with a daemon ended.
+enum Relayed {
+    /// With this handler status.
+    Done(i32),
+    /// The daemon did not run the request; send it again.
+    Retry,
+    /// Status 200 with a local `Location`: Apache serves that URL instead (CGI rule).
+    Redirect(String),
 }
 
 /// `script-user`/`script-group`: the script (and its folder) must belong to the configured
@@ -146,6 +177,15 @@ fn connect(group: &GroupInfo) -> Option<UnixStream> {
 }
 
 /// Serves the daemon's requests for body and relays its response until it ends.
+/// The `Location` header, when it is a local URL (`/…`).
+fn local_location(head: &protocol::HeadFrame) -> Option<&str> {
+    head.headers
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case("location"))
+        .map(|(_, value)| value.as_str())
+        .filter(|v| v.starts_with('/'))
+}
+
 /// Whether any header line (`Name: value`) exceeds the group's header-buffer-size.
 fn oversized_header(head: &protocol::HeadFrame, limit: usize) -> bool {
     head.headers
@@ -159,14 +199,28 @@ fn exchange(
     name: &str,
     error_override: bool,
     header_limit: usize,
-) -> i32 {
+) -> Relayed {
     let mut head_sent = false;
+    let mut body_read = false;
+    let mut accepted = false;
     // With WSGIErrorOverride: the application's error status, whose body is dropped.
     let mut overridden: Option<i32> = None;
+    // A 200 response with a local Location: an internal redirect, whose body is dropped.
+    let mut redirect: Option<String> = None;
     let mut body = vec![0u8; 64 * 1024];
     loop {
         let frame = match protocol::read_frame(stream) {
             Ok(frame) => frame,
+            // The daemon went away before it took the request (it was exiting): nothing ran.
+            Err(e) if !accepted && !matches!(e, ProtocolError::TimedOut) => {
+                return Relayed::Retry;
+            }
+            Err(ProtocolError::TimedOut) if !accepted => {
+                tracing::error!(
+                    "WSGI0051: timeout waiting for daemon process '{name}' to take the request"
+                );
+                return Relayed::Done(sys::HTTP_SERVICE_UNAVAILABLE as i32);
+            }
             Err(e) => {
                 tracing::error!(
                     "WSGI0042: the daemon process '{name}' closed or broke the connection before \
@@ -174,9 +228,9 @@ fn exchange(
                 );
                 if head_sent {
                     let _ = io.abort();
-                    return sys::OK as i32;
+                    return Relayed::Done(sys::OK as i32);
                 }
-                return sys::HTTP_BAD_GATEWAY as i32;
+                return Relayed::Done(sys::HTTP_BAD_GATEWAY as i32);
             }
         };
         match frame {
@@ -184,29 +238,40 @@ fn exchange(
                 let want = (max as usize).min(body.len()).min(MAX_PAYLOAD);
                 let reply = match io.read(&mut body[..want]) {
                     Ok(0) => Frame::BodyEnd,
-                    Ok(n) => Frame::Body(body[..n].to_vec()),
+                    Ok(n) => {
+                        body_read = true;
+                        Frame::Body(body[..n].to_vec())
+                    }
                     Err(_) => Frame::BodyError,
                 };
                 if protocol::write_frame(stream, &reply).is_err() {
-                    return if head_sent {
+                    return Relayed::Done(if head_sent {
                         sys::OK as i32
                     } else {
                         sys::HTTP_BAD_GATEWAY as i32
-                    };
+                    });
                 }
             }
             Frame::Head(head) if error_override && head.status >= 400 => {
                 overridden = Some(i32::from(head.status));
             }
-            Frame::Data(_) if overridden.is_some() => {}
-            Frame::End if overridden.is_some() => return overridden.unwrap_or(sys::OK as i32),
+            Frame::Head(head) if head.status == 200 && local_location(&head).is_some() => {
+                redirect = local_location(&head).map(str::to_owned);
+            }
+            Frame::Data(_) if overridden.is_some() || redirect.is_some() => {}
+            Frame::End if redirect.is_some() => {
+                return Relayed::Redirect(redirect.unwrap_or_default());
+            }
+            Frame::End if overridden.is_some() => {
+                return Relayed::Done(overridden.unwrap_or(sys::OK as i32));
+            }
             Frame::Head(head) if oversized_header(&head, header_limit) => {
                 tracing::error!(
                     "WSGI0048: truncated or oversized response headers received from daemon \
                      process '{name}': a header is longer than header-buffer-size ({header_limit} \
                      bytes)"
                 );
-                return sys::HTTP_INTERNAL_SERVER_ERROR as i32;
+                return Relayed::Done(sys::HTTP_INTERNAL_SERVER_ERROR as i32);
             }
             Frame::Head(head) => {
                 let headers: Vec<Header<'_>> = head
@@ -218,37 +283,39 @@ fn exchange(
                     .set_head(head.status, head.reason.as_deref(), &headers)
                     .is_err()
                 {
-                    return sys::OK as i32;
+                    return Relayed::Done(sys::OK as i32);
                 }
                 head_sent = true;
             }
             Frame::Data(data) => {
                 if io.write(&data).is_err() {
                     // The client went away; the daemon notices when we close.
-                    return sys::OK as i32;
+                    return Relayed::Done(sys::OK as i32);
                 }
             }
-            Frame::End => return sys::OK as i32,
+            Frame::Retry if !head_sent && !body_read => return Relayed::Retry,
+            Frame::Accepted => accepted = true,
+            Frame::End => return Relayed::Done(sys::OK as i32),
             Frame::Abort => {
                 let _ = io.abort();
-                return sys::OK as i32;
+                return Relayed::Done(sys::OK as i32);
             }
             Frame::Failure { status } => {
-                return if head_sent {
+                return Relayed::Done(if head_sent {
                     sys::OK as i32
                 } else {
                     i32::from(status)
-                };
+                });
             }
             other => {
                 tracing::error!(
                     "WSGI0043: unexpected frame from daemon process '{name}': {other:?}"
                 );
-                return if head_sent {
+                return Relayed::Done(if head_sent {
                     sys::OK as i32
                 } else {
                     sys::HTTP_BAD_GATEWAY as i32
-                };
+                });
             }
         }
     }

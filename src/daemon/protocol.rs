@@ -54,6 +54,8 @@ const DATA: u8 = 7;
 const END: u8 = 8;
 const ABORT: u8 = 9;
 const FAILURE: u8 = 10;
+const RETRY: u8 = 11;
+const ACCEPTED: u8 = 12;
 
 /// Bits of the request's flags byte; any other bit set is an error.
 const FLAG_RELOADING: u8 = 1 << 0;
@@ -104,6 +106,14 @@ pub enum Frame {
         /// The HTTP status the child sends.
         status: u16,
     },
+    /// Type 11, daemon to child: the request was not run and no body was read (the daemon is
+    /// restarting, e.g. because its script changed); the child sends it again on a new
+    /// connection. Empty payload.
+    Retry,
+    /// Type 12, daemon to child: the request will run (sent before the application is called).
+    /// A connection that ends before this frame did not run the request, which can then be
+    /// sent again; one that ends after it cannot. Empty payload.
+    Accepted,
 }
 
 /// The payload of [`Frame::Request`].
@@ -279,6 +289,8 @@ impl Frame {
             Self::End => "End",
             Self::Abort => "Abort",
             Self::Failure { .. } => "Failure",
+            Self::Retry => "Retry",
+            Self::Accepted => "Accepted",
         }
     }
 
@@ -294,6 +306,8 @@ impl Frame {
             Self::End => END,
             Self::Abort => ABORT,
             Self::Failure { .. } => FAILURE,
+            Self::Retry => RETRY,
+            Self::Accepted => ACCEPTED,
         }
     }
 
@@ -309,7 +323,12 @@ impl Frame {
             Self::Request(request) => request.encode(out),
             Self::ReadBody { max } => out.put_u32(*max),
             Self::Body(bytes) | Self::Data(bytes) => out.put(bytes),
-            Self::BodyEnd | Self::BodyError | Self::End | Self::Abort => {}
+            Self::BodyEnd
+            | Self::BodyError
+            | Self::End
+            | Self::Abort
+            | Self::Retry
+            | Self::Accepted => {}
             Self::Head(head) => head.encode(out),
             Self::Failure { status } => out.put_u16(*status),
         }
@@ -554,7 +573,7 @@ fn parse_header(header: [u8; HEADER_LEN]) -> Result<(u8, usize), ProtocolError> 
     if version != VERSION {
         return Err(ProtocolError::UnsupportedVersion(version));
     }
-    if !(REQUEST..=FAILURE).contains(&code) {
+    if !(REQUEST..=ACCEPTED).contains(&code) {
         return Err(ProtocolError::UnknownType(code));
     }
     let len = usize::try_from(u32::from_be_bytes([l0, l1, l2, l3])).unwrap_or(usize::MAX);
@@ -578,6 +597,8 @@ fn parse_payload(code: u8, payload: &[u8]) -> Result<Frame, ProtocolError> {
         END => Frame::End,
         ABORT => Frame::Abort,
         FAILURE => Frame::Failure { status: r.u16()? },
+        RETRY => Frame::Retry,
+        ACCEPTED => Frame::Accepted,
         other => return Err(ProtocolError::UnknownType(other)),
     };
     r.finish()?;
@@ -690,6 +711,8 @@ mod tests {
             Frame::Abort,
             Frame::Failure { status: 500 },
             Frame::Failure { status: 404 },
+            Frame::Retry,
+            Frame::Accepted,
         ]
     }
 
@@ -735,7 +758,7 @@ mod tests {
                 Ok(Some((frame.clone(), bytes.len())))
             );
         }
-        assert_eq!(seen, (1..=10).collect());
+        assert_eq!(seen, (1..=12).collect());
     }
 
     #[test]
@@ -858,8 +881,8 @@ mod tests {
             ProtocolError::UnknownType(0)
         );
         assert_eq!(
-            decode_err(b"WS\x01\x0b\0\0\0\0"),
-            ProtocolError::UnknownType(11)
+            decode_err(b"WS\x01\x0d\0\0\0\0"),
+            ProtocolError::UnknownType(13)
         );
 
         // Declared one byte over the cap, with only the header present.

@@ -85,6 +85,7 @@ pub fn run(info: &GroupInfo, listener: UnixListener, settings: PythonSettings, i
         heartbeat_ms: AtomicU64::new(0),
         slots: (0..config.threads).map(|_| Slot::default()).collect(),
         restart: Mutex::new(None),
+        scripts: Mutex::new(std::collections::HashMap::new()),
     });
     let listener = Arc::new(listener);
     for n in 0..config.threads {
@@ -408,6 +409,8 @@ struct Shared {
     heartbeat_ms: AtomicU64,
     slots: Vec<Slot>,
     restart: Mutex<Option<Restart>>,
+    /// Scripts this process has run, with their modification time then.
+    scripts: Mutex<std::collections::HashMap<String, std::time::SystemTime>>,
 }
 
 fn accept_loop(shared: &Shared, listener: &UnixListener, slot: usize) {
@@ -473,6 +476,21 @@ fn serve_connection(shared: &Shared, mut stream: UnixStream, slot: &Slot) {
         }
     };
     let _ = stream.set_read_timeout(None);
+    if shared.restart.lock().is_some() {
+        // Restarting: the replacement process will take it.
+        let _ = protocol::write_frame(&mut stream, &Frame::Retry);
+        return;
+    }
+    if request.reloading && script_changed(shared, &request.script) {
+        let script = String::from_utf8_lossy(&request.script).into_owned();
+        request_restart(
+            shared,
+            format!("script '{script}' changed"),
+            shared.config.graceful_timeout,
+        );
+        let _ = protocol::write_frame(&mut stream, &Frame::Retry);
+        return;
+    }
     let _log_scope = crate::apache::log::RequestIdScope::enter(&request.request_id);
     if let Some(limit) = shared.info.queue_timeout {
         let now_us = std::time::SystemTime::now()
@@ -489,6 +507,9 @@ fn serve_connection(shared: &Shared, mut stream: UnixStream, slot: &Slot) {
             let _ = protocol::write_frame(&mut stream, &Frame::Failure { status: 504 });
             return;
         }
+    }
+    if protocol::write_frame(&mut stream, &Frame::Accepted).is_err() {
+        return;
     }
     *slot.group.lock() = request.application_group.clone();
     slot.started_ms.store(now_ms(shared), Ordering::Release);
@@ -507,6 +528,17 @@ fn serve_connection(shared: &Shared, mut stream: UnixStream, slot: &Slot) {
     slot.started_ms.store(0, Ordering::Release);
     let mut conn = backend.conn.lock();
     let _ = protocol::write_frame(&mut conn.stream, &last);
+}
+
+/// Whether the script's modification time differs from when this process first ran it (a
+/// daemon restarts to pick up a changed script, like C mod_wsgi's daemons).
+fn script_changed(shared: &Shared, script: &[u8]) -> bool {
+    let path = String::from_utf8_lossy(script).into_owned();
+    let Ok(mtime) = std::fs::metadata(&path).and_then(|m| m.modified()) else {
+        return false;
+    };
+    let mut seen = shared.scripts.lock();
+    *seen.entry(path).or_insert(mtime) != mtime
 }
 
 fn run_request(
