@@ -542,3 +542,37 @@ fn a_graceful_restart_lets_running_requests_finish_and_priority_applies() {
     });
     assert!(server.error_log().contains("maximum-requests of 2 reached"));
 }
+
+#[test]
+fn a_graceful_apache_restart_does_not_fail_daemon_requests() {
+    let server = lifecycle_server("processes=1 threads=4").start();
+    let before = pid_of(&server);
+    let parent = server.parent_pid();
+    std::thread::scope(|s| {
+        // A request under way in the daemon while Apache restarts gracefully.
+        let slow = s.spawn(|| server.get("/l/block?1").status);
+        std::thread::sleep(Duration::from_millis(200));
+        // SAFETY: signalling the Apache parent this test started (by pid).
+        unsafe { libc::kill(parent as i32, libc::SIGUSR1) };
+        // Requests sent while the daemons are being replaced wait and are served.
+        let during: Vec<u16> = (0..10)
+            .map(|_| {
+                std::thread::sleep(Duration::from_millis(100));
+                server.get("/l").status
+            })
+            .collect();
+        assert_eq!(slow.join().unwrap(), 200);
+        assert!(
+            during.iter().all(|&s| s == 200),
+            "{during:?}\n{}",
+            server.error_log()
+        );
+    });
+    assert!(
+        server.wait_for_log("AH00493", Duration::from_secs(5)),
+        "{}",
+        server.error_log()
+    );
+    let after = pid_of(&server);
+    assert_ne!(after, before, "the daemon was replaced");
+}

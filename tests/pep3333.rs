@@ -1,12 +1,14 @@
-//! PEP 3333 in embedded mode, the request side: the `environ` dictionary (CGI variables,
-//! the SCRIPT_NAME/PATH_INFO split, latin-1 strings, filtered request headers, `HTTPS`,
-//! the `wsgi.*` and `mod_wsgi.*` keys), `wsgi.input` (every read method, truncated bodies,
+//! PEP 3333, the request side: the `environ` dictionary (CGI variables, the
+//! SCRIPT_NAME/PATH_INFO split, latin-1 strings, filtered request headers, `HTTPS`, the
+//! `wsgi.*` and `mod_wsgi.*` keys), `wsgi.input` (every read method, truncated bodies,
 //! `Expect: 100-continue`), and `wsgi.errors`/`sys.stdout`/`sys.stderr` reaching the error
-//! log tagged with the request id.
+//! log tagged with the request id. Every test runs twice, in embedded and in daemon mode
+//! (`name::embedded`, `name::daemon`; see `pep3333_mode`).
 //!
 //! The response side is in `pep3333_response.rs`, the shared real-world cases in
 //! `pep3333_cases.rs`.
 
+mod pep3333_mode;
 mod pep3333_raw;
 mod support;
 
@@ -14,6 +16,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use md5::{Digest, Md5};
+use pep3333_mode::{Mode, in_both_modes};
 use pep3333_raw::Conn;
 use support::{Mpm, ServerBuilder};
 
@@ -94,11 +97,11 @@ fn environ_of(port: u16, target: &str, extra_headers: &str) -> (BTreeMap<String,
     (parse_environ(&r.text()), client_port)
 }
 
-#[test]
-fn environ_has_the_cgi_variables_with_the_right_values() {
+in_both_modes!(environ_has_the_cgi_variables_with_the_right_values);
+fn environ_has_the_cgi_variables_with_the_right_values(mode: Mode) {
     let server = ServerBuilder::new()
         .file("app/env.wsgi", ENVIRON_APP)
-        .config("WSGIScriptAlias /sub ${TEST_DIR}/app/env.wsgi")
+        .config(&mode.config("WSGIScriptAlias /sub ${TEST_DIR}/app/env.wsgi"))
         .start();
     let dir = server.dir().display().to_string();
     let target = "/sub/a%20b/c?x=%41&y=caf%C3%A9";
@@ -149,15 +152,15 @@ fn environ_has_the_cgi_variables_with_the_right_values() {
     assert_eq!(str_value(&env, "PATH_INFO"), "/");
 }
 
-#[test]
-fn environ_drops_unsafe_request_headers_and_keeps_the_others() {
+in_both_modes!(environ_drops_unsafe_request_headers_and_keeps_the_others);
+fn environ_drops_unsafe_request_headers_and_keeps_the_others(mode: Mode) {
     let server = ServerBuilder::new()
         .file("env.wsgi", ENVIRON_APP)
-        .config(
+        .config(&mode.config(
             "WSGIScriptAlias /plain ${TEST_DIR}/env.wsgi\n\
              WSGIScriptAlias /passed ${TEST_DIR}/env.wsgi\n\
              <Location /passed>\n  WSGIPassAuthorization On\n</Location>",
-        )
+        ))
         .start();
     let headers = "X-Foo_Bar: 1\r\nX-Dot.Name: 2\r\nProxy: x\r\nX-Good-One: yes\r\n\
                    Authorization: Bearer t0k3n\r\n";
@@ -182,14 +185,14 @@ fn environ_drops_unsafe_request_headers_and_keeps_the_others() {
     assert!(!env.contains_key("HTTP_PROXY"));
 }
 
-#[test]
-fn environ_splits_script_name_and_path_info_collapsing_slashes_and_decoding_latin1() {
+in_both_modes!(environ_splits_script_name_and_path_info_collapsing_slashes_and_decoding_latin1);
+fn environ_splits_script_name_and_path_info_collapsing_slashes_and_decoding_latin1(mode: Mode) {
     let server = ServerBuilder::new()
         .file("env.wsgi", ENVIRON_APP)
-        .config(
+        .config(&mode.config(
             "WSGIScriptAlias /sub ${TEST_DIR}/env.wsgi\n\
              WSGIScriptAlias / ${TEST_DIR}/env.wsgi",
-        )
+        ))
         .start();
     // (request target, SCRIPT_NAME, ascii(PATH_INFO))
     let cases = [
@@ -214,15 +217,15 @@ fn environ_splits_script_name_and_path_info_collapsing_slashes_and_decoding_lati
     }
 }
 
-#[test]
-fn environ_https_sets_the_url_scheme_and_is_removed() {
+in_both_modes!(environ_https_sets_the_url_scheme_and_is_removed);
+fn environ_https_sets_the_url_scheme_and_is_removed(mode: Mode) {
     let server = ServerBuilder::new()
         .file("env.wsgi", ENVIRON_APP)
-        .config(
+        .config(&mode.config(
             "WSGIScriptAlias /plain ${TEST_DIR}/env.wsgi\n\
              WSGIScriptAlias /secure ${TEST_DIR}/env.wsgi\n\
              <Location /secure>\n  SetEnv HTTPS on\n</Location>",
-        )
+        ))
         .start();
     let (env, _) = environ_of(server.port(), "/secure", "");
     assert_eq!(env["wsgi.url_scheme"].repr, "'https'");
@@ -236,14 +239,14 @@ fn environ_https_sets_the_url_scheme_and_is_removed() {
     assert!(!env.contains_key("HTTPS"));
 }
 
-#[test]
-fn environ_wsgi_and_mod_wsgi_keys_have_the_right_types_and_values() {
+in_both_modes!(environ_wsgi_and_mod_wsgi_keys_have_the_right_types_and_values);
+fn environ_wsgi_and_mod_wsgi_keys_have_the_right_types_and_values(mode: Mode) {
     let version_re = regex::Regex::new(r"^\(\d+, \d+(, \d+)*\)$").expect("valid pattern");
     for mpm in [Mpm::Event, Mpm::Prefork] {
         let server = ServerBuilder::new()
             .mpm(mpm)
             .file("env.wsgi", ENVIRON_APP)
-            .config("WSGIScriptAlias /sub ${TEST_DIR}/env.wsgi")
+            .config(&mode.config("WSGIScriptAlias /sub ${TEST_DIR}/env.wsgi"))
             .start();
         let (env, _) = environ_of(server.port(), "/sub/p", "");
         for (key, item) in &env {
@@ -262,10 +265,15 @@ fn environ_wsgi_and_mod_wsgi_keys_have_the_right_types_and_values() {
         assert_eq!(repr("wsgi.version"), "(1, 0)");
         assert_eq!(kind("wsgi.version"), "tuple");
         assert_eq!(repr("wsgi.url_scheme"), "'http'");
-        let threaded = mpm != Mpm::Prefork;
+        let (multithread, multiprocess) = match mode {
+            Mode::Embedded => (mpm != Mpm::Prefork, mpm == Mpm::Prefork),
+            // The daemon group's sizing decides, not the MPM: threads=4, and no `processes=`
+            // option, hence a single process.
+            Mode::Daemon => (true, false),
+        };
         let py_bool = |b: bool| if b { "True" } else { "False" };
-        assert_eq!(repr("wsgi.multithread"), py_bool(threaded), "{mpm:?}");
-        assert_eq!(repr("wsgi.multiprocess"), py_bool(!threaded), "{mpm:?}");
+        assert_eq!(repr("wsgi.multithread"), py_bool(multithread), "{mpm:?}");
+        assert_eq!(repr("wsgi.multiprocess"), py_bool(multiprocess), "{mpm:?}");
         assert_eq!(repr("wsgi.run_once"), "False");
         assert_eq!(repr("wsgi.input_terminated"), "True");
         for key in ["wsgi.input", "wsgi.errors", "wsgi.file_wrapper"] {
@@ -277,7 +285,11 @@ fn environ_wsgi_and_mod_wsgi_keys_have_the_right_types_and_values() {
             "{}",
             repr("mod_wsgi.version")
         );
-        assert_eq!(repr("mod_wsgi.process_group"), "''");
+        assert_eq!(
+            repr("mod_wsgi.process_group"),
+            py_str(mode.process_group()),
+            "{mpm:?}"
+        );
         assert_eq!(
             repr("mod_wsgi.application_group"),
             format!("'127.0.0.1:{}|/sub'", server.port())
@@ -290,8 +302,10 @@ fn environ_wsgi_and_mod_wsgi_keys_have_the_right_types_and_values() {
         assert!(repr("mod_wsgi.request_id").len() > 2, "empty request id");
         assert_eq!(kind("mod_wsgi.thread_id"), "int");
         assert_eq!(kind("mod_wsgi.request_start"), "float");
-        let start: f64 = repr("mod_wsgi.request_start").parse().unwrap();
-        let now: f64 = repr("@now").parse().unwrap();
+        let start: f64 = repr("mod_wsgi.request_start")
+            .parse()
+            .expect("request_start is a float");
+        let now: f64 = repr("@now").parse().expect("@now is a float");
         assert!(
             start <= now && now - start < 30.0,
             "{mpm:?}: request_start {start} vs time.time() {now}"
@@ -357,11 +371,11 @@ def application(environ, start_response):
 /// The request body [`INPUT_APP`]'s line operations expect.
 const LINES_BODY: &[u8] = b"alpha\nbeta\ngamma delta epsilon\n\nlast line without newline";
 
-#[test]
-fn wsgi_input_read_readline_readlines_and_iteration() {
+in_both_modes!(wsgi_input_read_readline_readlines_and_iteration);
+fn wsgi_input_read_readline_readlines_and_iteration(mode: Mode) {
     let server = ServerBuilder::new()
         .file("input.wsgi", INPUT_APP)
-        .config("WSGIScriptAlias /in ${TEST_DIR}/input.wsgi")
+        .config(&mode.config("WSGIScriptAlias /in ${TEST_DIR}/input.wsgi"))
         .start();
     let post = |op: &str| {
         let r = server.request("POST", &format!("/in{op}"), &[], LINES_BODY);
@@ -418,11 +432,11 @@ fn wsgi_input_read_readline_readlines_and_iteration() {
     );
 }
 
-#[test]
-fn wsgi_input_large_body_read_whole_and_in_pieces() {
+in_both_modes!(wsgi_input_large_body_read_whole_and_in_pieces);
+fn wsgi_input_large_body_read_whole_and_in_pieces(mode: Mode) {
     let server = ServerBuilder::new()
         .file("input.wsgi", INPUT_APP)
-        .config("WSGIScriptAlias /in ${TEST_DIR}/input.wsgi")
+        .config(&mode.config("WSGIScriptAlias /in ${TEST_DIR}/input.wsgi"))
         .start();
     let mut state: u32 = 12345;
     let body: Vec<u8> = (0..3_000_000)
@@ -438,8 +452,8 @@ fn wsgi_input_large_body_read_whole_and_in_pieces() {
     assert_eq!(r.text(), format!("{digest}\nb''"));
 }
 
-#[test]
-fn truncated_request_body_gives_the_app_an_os_error_promptly() {
+in_both_modes!(truncated_request_body_gives_the_app_an_os_error_promptly);
+fn truncated_request_body_gives_the_app_an_os_error_promptly(mode: Mode) {
     let app = r#"
 def application(environ, start_response):
     length = int(environ.get('CONTENT_LENGTH') or 0)
@@ -459,7 +473,7 @@ def application(environ, start_response):
 "#;
     let server = ServerBuilder::new()
         .file("app.wsgi", app)
-        .config("WSGIScriptAlias /t ${TEST_DIR}/app.wsgi")
+        .config(&mode.config("WSGIScriptAlias /t ${TEST_DIR}/app.wsgi"))
         .allow_log("pep3333-truncated")
         .start();
     for path in ["/t/sized", "/t/all"] {
@@ -469,7 +483,7 @@ def application(environ, start_response):
             "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100\r\n\
              Content-Type: application/octet-stream\r\n\r\n0123456789"
         );
-        conn.send(head.as_bytes()).unwrap();
+        conn.send(head.as_bytes()).expect("cannot send the request");
         conn.shutdown_write();
         let r = conn.read_response(Duration::from_secs(5), false);
         assert_eq!(
@@ -484,8 +498,8 @@ def application(environ, start_response):
     assert!(server.error_log().contains("pep3333-truncated: "));
 }
 
-#[test]
-fn expect_100_continue_only_when_the_app_reads_the_body() {
+in_both_modes!(expect_100_continue_only_when_the_app_reads_the_body);
+fn expect_100_continue_only_when_the_app_reads_the_body(mode: Mode) {
     let app = r#"
 import hashlib
 def application(environ, start_response):
@@ -500,7 +514,7 @@ def application(environ, start_response):
 "#;
     let server = ServerBuilder::new()
         .file("app.wsgi", app)
-        .config("WSGIScriptAlias /up ${TEST_DIR}/app.wsgi")
+        .config(&mode.config("WSGIScriptAlias /up ${TEST_DIR}/app.wsgi"))
         .start();
     let body: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 253) as u8).collect();
     let head = |path: &str| {
@@ -513,14 +527,15 @@ def application(environ, start_response):
 
     // The app reads: the interim response comes first, then the body is sent.
     let mut conn = Conn::open(server.port());
-    conn.send(head("/up/echo").as_bytes()).unwrap();
+    conn.send(head("/up/echo").as_bytes())
+        .expect("cannot send the request head");
     let interim = conn.read_head(Duration::from_secs(3));
     let interim = interim.expect("no `100 Continue` within 3 s although the app reads the body");
     assert!(
         interim.starts_with("HTTP/1.1 100 Continue\r\n"),
         "{interim:?}"
     );
-    conn.send(&body).unwrap();
+    conn.send(&body).expect("cannot send the body");
     let r = conn.read_response(Duration::from_secs(10), false);
     assert_eq!(r.status, 200, "{}", r.raw_text());
     assert_eq!(
@@ -536,7 +551,8 @@ def application(environ, start_response):
     // `100 Continue` (the client is never asked to send the body).
     let started = Instant::now();
     let mut conn = Conn::open(server.port());
-    conn.send(head("/up/ignore").as_bytes()).unwrap();
+    conn.send(head("/up/ignore").as_bytes())
+        .expect("cannot send the request head");
     let r = conn.read_response(Duration::from_secs(3), false);
     assert_eq!(
         r.status,
@@ -554,8 +570,8 @@ def application(environ, start_response):
     assert!(started.elapsed() < Duration::from_secs(3));
 }
 
-#[test]
-fn wsgi_errors_and_std_streams_reach_the_error_log_tagged_with_the_request_id() {
+in_both_modes!(wsgi_errors_and_std_streams_reach_the_error_log_tagged_with_the_request_id);
+fn wsgi_errors_and_std_streams_reach_the_error_log_tagged_with_the_request_id(mode: Mode) {
     let app = r#"
 import sys
 def application(environ, start_response):
@@ -578,7 +594,7 @@ def application(environ, start_response):
 "#;
     let server = ServerBuilder::new()
         .file("app.wsgi", app)
-        .config("WSGIScriptAlias /log ${TEST_DIR}/app.wsgi")
+        .config(&mode.config("WSGIScriptAlias /log ${TEST_DIR}/app.wsgi"))
         .allow_log("pep3333-log")
         .start();
     let r = server.get("/log");

@@ -1,8 +1,10 @@
-//! PEP 3333 in embedded mode, the response side: `start_response` validation and repeated
-//! calls, `write()`, body items, `close()`, when headers go out, truncated responses after
-//! errors, HEAD and `WSGIMapHEADToGET`, `wsgi.file_wrapper`, and the Content-Type
-//! use-after-free of CVE-2014-0242 under concurrency.
+//! PEP 3333, the response side: `start_response` validation and repeated calls, `write()`,
+//! body items, `close()`, when headers go out, truncated responses after errors, HEAD and
+//! `WSGIMapHEADToGET`, `wsgi.file_wrapper`, and the Content-Type use-after-free of
+//! CVE-2014-0242 under concurrency. Every test runs twice, in embedded and in daemon mode
+//! (`name::embedded`, `name::daemon`; see `pep3333_mode`).
 
+mod pep3333_mode;
 mod pep3333_raw;
 mod support;
 
@@ -10,6 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use pep3333_mode::{Mode, in_both_modes};
 use pep3333_raw::{Conn, get};
 use support::ServerBuilder;
 
@@ -23,8 +26,8 @@ fn keep_alive_get(port: u16, path: &str) -> Conn {
     conn
 }
 
-#[test]
-fn start_response_rejects_invalid_statuses_and_headers() {
+in_both_modes!(start_response_rejects_invalid_statuses_and_headers);
+fn start_response_rejects_invalid_statuses_and_headers(mode: Mode) {
     let app = r#"
 CASES = {
     '/status-no-space': ('200OK', []),
@@ -61,7 +64,7 @@ def application(environ, start_response):
 "#;
     let server = ServerBuilder::new()
         .file("app.wsgi", app)
-        .config("WSGIScriptAlias /sr ${TEST_DIR}/app.wsgi")
+        .config(&mode.config("WSGIScriptAlias /sr ${TEST_DIR}/app.wsgi"))
         .start();
     let cases = [
         ("/status-no-space", "ValueError"),
@@ -104,8 +107,8 @@ def application(environ, start_response):
     assert_eq!(r.text(), "accepted");
 }
 
-#[test]
-fn start_response_repeated_calls_and_exc_info() {
+in_both_modes!(start_response_repeated_calls_and_exc_info);
+fn start_response_repeated_calls_and_exc_info(mode: Mode) {
     let app = r#"
 import sys
 
@@ -173,7 +176,7 @@ def application(environ, start_response):
 "#;
     let server = ServerBuilder::new()
         .file("app.wsgi", app)
-        .config("WSGIScriptAlias /sr ${TEST_DIR}/app.wsgi")
+        .config(&mode.config("WSGIScriptAlias /sr ${TEST_DIR}/app.wsgi"))
         .start();
     let r = get(server.port(), "/sr/replace", "");
     assert_eq!(r.status, 201, "{}", r.raw_text());
@@ -196,8 +199,10 @@ def application(environ, start_response):
     assert_eq!(r.text(), "first;reraised-same=True");
 }
 
-#[test]
-fn write_rejects_non_bytes_without_leaking_memory() {
+in_both_modes!(write_rejects_non_bytes_without_leaking_memory);
+/// The app measures its own RSS, so the check holds in both modes: it is the Apache child's
+/// in embedded mode, the daemon process's in daemon mode.
+fn write_rejects_non_bytes_without_leaking_memory(mode: Mode) {
     let app = r#"
 import gc, os
 
@@ -236,7 +241,7 @@ def application(environ, start_response):
 "#;
     let server = ServerBuilder::new()
         .file("app.wsgi", app)
-        .config("WSGIScriptAlias /w ${TEST_DIR}/app.wsgi")
+        .config(&mode.config("WSGIScriptAlias /w ${TEST_DIR}/app.wsgi"))
         .start();
     for _ in 0..3 {
         let r = server.get("/w");
@@ -250,7 +255,11 @@ def application(environ, start_response):
             ),
             "{text}"
         );
-        let growth: i64 = text.rsplit('=').next().unwrap().parse().unwrap();
+        let growth: i64 = text
+            .rsplit('=')
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no growth in {text:?}"));
         assert!(
             growth < 2048,
             "RSS grew by {growth} KiB over 20000 failed writes"
@@ -258,8 +267,8 @@ def application(environ, start_response):
     }
 }
 
-#[test]
-fn body_items_must_be_bytes_and_none_is_not_an_iterable() {
+in_both_modes!(body_items_must_be_bytes_and_none_is_not_an_iterable);
+fn body_items_must_be_bytes_and_none_is_not_an_iterable(mode: Mode) {
     let app = r#"
 def application(environ, start_response):
     start_response('200 OK', [('Content-Type', 'text/plain')])
@@ -280,7 +289,7 @@ def application(environ, start_response):
 "#;
     let server = ServerBuilder::new()
         .file("app.wsgi", app)
-        .config("WSGIScriptAlias /b ${TEST_DIR}/app.wsgi")
+        .config(&mode.config("WSGIScriptAlias /b ${TEST_DIR}/app.wsgi"))
         .allow_log("WSGI0010")
         .allow_log("Traceback (most recent call last)")
         .allow_log(r"\[request [^\]]+\]   ")
@@ -312,8 +321,8 @@ def application(environ, start_response):
     assert!(log.contains("TypeError"), "{log}");
 }
 
-#[test]
-fn exception_after_headers_truncates_a_chunked_response() {
+in_both_modes!(exception_after_headers_truncates_a_chunked_response);
+fn exception_after_headers_truncates_a_chunked_response(mode: Mode) {
     let app = r#"
 def application(environ, start_response):
     start_response('200 OK', [('Content-Type', 'text/plain')])
@@ -325,7 +334,7 @@ def application(environ, start_response):
 "#;
     let server = ServerBuilder::new()
         .file("app.wsgi", app)
-        .config("WSGIScriptAlias /x ${TEST_DIR}/app.wsgi")
+        .config(&mode.config("WSGIScriptAlias /x ${TEST_DIR}/app.wsgi"))
         .allow_log("WSGI0010")
         .allow_log("Traceback (most recent call last)")
         .allow_log(r"\[request [^\]]+\]   ")
@@ -383,11 +392,11 @@ def application(environ, start_response):
     return Body(environ, mode, tag)
 "#;
 
-#[test]
-fn close_is_called_exactly_once_also_on_errors_and_disconnects() {
+in_both_modes!(close_is_called_exactly_once_also_on_errors_and_disconnects);
+fn close_is_called_exactly_once_also_on_errors_and_disconnects(mode: Mode) {
     let server = ServerBuilder::new()
         .file("app.wsgi", CLOSE_APP)
-        .config("WSGIScriptAlias /c ${TEST_DIR}/app.wsgi")
+        .config(&mode.config("WSGIScriptAlias /c ${TEST_DIR}/app.wsgi"))
         .allow_log("pep3333-close")
         .allow_log("WSGI0010")
         .allow_log("Traceback (most recent call last)")
@@ -421,7 +430,11 @@ fn close_is_called_exactly_once_also_on_errors_and_disconnects() {
             .collect();
         assert_eq!(lines.len(), 1, "close() for {tag}: {lines:#?}");
         if tag == "t-gone" {
-            let sent: u32 = lines[0].rsplit('=').next().unwrap().trim().parse().unwrap();
+            let sent: u32 = lines[0]
+                .rsplit('=')
+                .next()
+                .and_then(|n| n.trim().parse().ok())
+                .unwrap_or_else(|| panic!("no count in {:?}", lines[0]));
             assert!(
                 sent < 2000,
                 "iterated to the end for a gone client: {}",
@@ -431,8 +444,11 @@ fn close_is_called_exactly_once_also_on_errors_and_disconnects() {
     }
 }
 
-#[test]
-fn head_request_method_follows_wsgi_map_head_to_get() {
+in_both_modes!(head_request_method_follows_wsgi_map_head_to_get);
+/// The same expectations in both modes: in daemon mode the Apache child still decides whether
+/// to map HEAD to GET (it knows the output filters, DEFLATE here) before it forwards the
+/// request.
+fn head_request_method_follows_wsgi_map_head_to_get(mode: Mode) {
     let app = r#"
 def application(environ, start_response):
     body = b'method body'
@@ -444,7 +460,7 @@ def application(environ, start_response):
         .load("filter")
         .load("deflate")
         .file("app.wsgi", app)
-        .config(
+        .config(&mode.config(
             "WSGIScriptAlias /on ${TEST_DIR}/app.wsgi\n\
              WSGIScriptAlias /off ${TEST_DIR}/app.wsgi\n\
              WSGIScriptAlias /auto ${TEST_DIR}/app.wsgi\n\
@@ -454,7 +470,7 @@ def application(environ, start_response):
              <Location /off>\n  WSGIMapHEADToGET Off\n</Location>\n\
              <Location /auto>\n  WSGIMapHEADToGET Auto\n</Location>\n\
              <Location /deflated>\n  SetOutputFilter DEFLATE\n</Location>",
-        )
+        ))
         .start();
     let cases = [
         ("/on", "GET"),
@@ -506,7 +522,9 @@ fn file_data() -> (Vec<u8>, Vec<u8>) {
     (first, rest)
 }
 
-fn check_file_wrapper(sendfile: bool) {
+/// Serves [`FILE_APP`] with `WSGIEnableSendfile` on or off. The checks are on the bytes only:
+/// in daemon mode the daemon streams the file to the Apache child whatever `sendfile` says.
+fn check_file_wrapper(mode: Mode, sendfile: bool) {
     let (first, rest) = file_data();
     let mut data = first.clone();
     data.extend_from_slice(&rest);
@@ -517,7 +535,7 @@ fn check_file_wrapper(sendfile: bool) {
     let server = ServerBuilder::new()
         .file("app/app.wsgi", FILE_APP)
         .file("app/data.txt", &data)
-        .config(&config)
+        .config(&mode.config(&config))
         .start();
     let r = server.get("/f/whole");
     assert_eq!(r.status, 200);
@@ -539,18 +557,18 @@ fn check_file_wrapper(sendfile: bool) {
     );
 }
 
-#[test]
-fn file_wrapper_sends_a_file_from_its_current_offset() {
-    check_file_wrapper(false);
+in_both_modes!(file_wrapper_sends_a_file_from_its_current_offset);
+fn file_wrapper_sends_a_file_from_its_current_offset(mode: Mode) {
+    check_file_wrapper(mode, false);
 }
 
-#[test]
-fn file_wrapper_with_sendfile_enabled() {
-    check_file_wrapper(true);
+in_both_modes!(file_wrapper_with_sendfile_enabled);
+fn file_wrapper_with_sendfile_enabled(mode: Mode) {
+    check_file_wrapper(mode, true);
 }
 
-#[test]
-fn content_type_survives_concurrency_cve_2014_0242() {
+in_both_modes!(content_type_survives_concurrency_cve_2014_0242);
+fn content_type_survives_concurrency_cve_2014_0242(mode: Mode) {
     let app = r#"
 import random, threading, time
 
@@ -594,7 +612,7 @@ def application(environ, start_response):
     let server = Arc::new(
         ServerBuilder::new()
             .file("app.wsgi", app)
-            .config("WSGIScriptAlias /ct ${TEST_DIR}/app.wsgi")
+            .config(&mode.config("WSGIScriptAlias /ct ${TEST_DIR}/app.wsgi"))
             .start(),
     );
     // One request first, so that the load of the script is not part of this test (see
@@ -640,8 +658,8 @@ def application(environ, start_response):
     );
 }
 
-#[test]
-fn concurrent_first_requests_wait_for_the_script_to_load() {
+in_both_modes!(concurrent_first_requests_wait_for_the_script_to_load);
+fn concurrent_first_requests_wait_for_the_script_to_load(mode: Mode) {
     // The script takes a while to import; requests arriving meanwhile must wait for it
     // rather than find a half-initialised module without `application`.
     let app = r#"
@@ -655,7 +673,7 @@ def application(environ, start_response):
     let server = Arc::new(
         ServerBuilder::new()
             .file("app.wsgi", app)
-            .config("WSGIScriptAlias /slow ${TEST_DIR}/app.wsgi")
+            .config(&mode.config("WSGIScriptAlias /slow ${TEST_DIR}/app.wsgi"))
             .start(),
     );
     let clients: Vec<_> = (0..8)
@@ -667,7 +685,10 @@ def application(environ, start_response):
             })
         })
         .collect();
-    let results: Vec<(u16, String)> = clients.into_iter().map(|c| c.join().unwrap()).collect();
+    let results: Vec<(u16, String)> = clients
+        .into_iter()
+        .map(|c| c.join().expect("client thread panicked"))
+        .collect();
     let bad: Vec<&(u16, String)> = results.iter().filter(|(s, _)| *s != 200).collect();
     assert!(
         bad.is_empty(),

@@ -125,15 +125,24 @@ fn start_daemons(pconf: *mut sys::apr_pool_t, server: *mut sys::server_rec) -> c
     let Some((_, main)) = servers.first() else {
         return sys::OK as c_int;
     };
-    // Each group once, with the error log of the server that defined it.
-    let daemons: Vec<(Arc<DaemonConfig>, log::LogTarget)> = servers
-        .iter()
-        .flat_map(|(target, config)| {
-            config.daemons[..config.own_daemons]
-                .iter()
-                .map(|d| (Arc::clone(d), *target))
-        })
-        .collect();
+    // Each group once, with the error log of the server that defined it and a secret that
+    // stays the same across restarts (so Apache children of the previous generation, still
+    // finishing their requests, can reach the new daemons).
+    let mut daemons: Vec<(Arc<DaemonConfig>, log::LogTarget, Vec<u8>)> = Vec::new();
+    for (target, config) in &servers {
+        for daemon in &config.daemons[..config.own_daemons] {
+            let key = format!("secret:{}", daemon.name);
+            // SAFETY: `server` is the live main server record.
+            let secret = unsafe {
+                process::process_lifetime_bytes(server, &key, || {
+                    crate::daemon::manager::random_secret()
+                        .unwrap_or_default()
+                        .to_vec()
+                })
+            };
+            daemons.push((Arc::clone(daemon), *target, secret));
+        }
+    }
     let prefix = main.socket_prefix.as_deref();
     match crate::daemon::manager::start(pool, daemons, main.python.clone(), prefix) {
         Ok(()) => sys::OK as c_int,
@@ -155,6 +164,7 @@ unsafe extern "C" fn child_init(pool: *mut sys::apr_pool_t, server: *mut sys::se
             // SAFETY: as above; the main server's record holds our configuration.
             let settings = unsafe { server_config(server) }.python.clone();
             let info = process::ProcessInfo::query();
+            crate::daemon::manager::close_listeners();
             crate::python::runtime::start(&settings, &info);
             // SAFETY: as above, for every virtual host of the configuration.
             let servers = unsafe { super::config::all_server_configs(server) };

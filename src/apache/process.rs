@@ -296,3 +296,43 @@ pub fn set_priority(nice: i32) -> std::io::Result<()> {
         Err(std::io::Error::last_os_error())
     }
 }
+
+/// Bytes kept under `key` for the life of the Apache parent process (across restarts, which
+/// reload this module): made by `make` the first time, then returned as they were.
+///
+/// # Safety
+/// `server` must be a live server record (its `process` record lives for the whole process).
+pub unsafe fn process_lifetime_bytes(
+    server: *const sys::server_rec,
+    key: &str,
+    make: impl FnOnce() -> Vec<u8>,
+) -> Vec<u8> {
+    let Ok(key) = std::ffi::CString::new(format!("mod_wsgi_rs:{key}")) else {
+        return make();
+    };
+    // SAFETY: the process pool lives as long as the process (caller); userdata under our keys
+    // is only ever a NUL-free byte copy made below, in that same pool, with its length first.
+    unsafe {
+        let pool = (*(*server).process).pool;
+        let mut data: *mut c_void = ptr::null_mut();
+        sys::apr_pool_userdata_get(&mut data, key.as_ptr(), pool);
+        if !data.is_null() {
+            let len = *data.cast::<usize>();
+            let bytes = data.cast::<u8>().add(std::mem::size_of::<usize>());
+            return std::slice::from_raw_parts(bytes, len).to_vec();
+        }
+        let value = make();
+        let size = std::mem::size_of::<usize>() + value.len();
+        let copy = sys::apr_palloc(pool, size);
+        *copy.cast::<usize>() = value.len();
+        ptr::copy_nonoverlapping(
+            value.as_ptr(),
+            copy.cast::<u8>().add(std::mem::size_of::<usize>()),
+            value.len(),
+        );
+        // The key must outlive the pool too: copy it into the pool as well.
+        let key_copy = sys::apr_pstrdup(pool, key.as_ptr());
+        sys::apr_pool_userdata_set(copy, key_copy, None, pool);
+        value
+    }
+}

@@ -40,7 +40,8 @@ pub struct GroupInfo {
 
 struct GroupRuntime {
     info: Arc<GroupInfo>,
-    listener: UnixListener,
+    /// The listening socket (closed in Apache's children, which only connect).
+    listener: Option<UnixListener>,
     pids: Vec<Option<Pid>>,
     /// When each process was last started (to slow down restarts of a failing daemon).
     started: Vec<Option<Instant>>,
@@ -51,6 +52,8 @@ struct Manager {
     settings: PythonSettings,
     groups: Vec<GroupRuntime>,
     stopping: bool,
+    /// Daemons told to stop, not yet reaped.
+    draining: Vec<Pid>,
 }
 
 static STATE: Mutex<Option<Manager>> = parking_lot::const_mutex(None);
@@ -88,7 +91,7 @@ pub enum ManagerError {
 /// Sets up every daemon group and starts its processes (Apache parent, `post_config`).
 pub fn start(
     pool: Pool,
-    daemons: Vec<(Arc<DaemonConfig>, LogTarget)>,
+    daemons: Vec<(Arc<DaemonConfig>, LogTarget, Vec<u8>)>,
     settings: PythonSettings,
     socket_prefix: Option<&str>,
 ) -> Result<(), ManagerError> {
@@ -101,12 +104,16 @@ pub fn start(
         Some(p) => process::runtime_dir_relative(pool, p),
         None => process::runtime_dir_relative(pool, "wsgi"),
     };
-    let generation = process::config_generation();
     let parent = std::process::id();
     let identity = process::apache_identity();
     let mut groups = Vec::with_capacity(daemons.len());
-    for (index, (config, log_target)) in daemons.into_iter().enumerate() {
-        let path = PathBuf::from(format!("{prefix}.{parent}.{generation}.{}.sock", index + 1));
+    for (index, (config, log_target, secret)) in daemons.into_iter().enumerate() {
+        // No generation in the name: the path stays valid across graceful restarts.
+        let path = PathBuf::from(format!("{prefix}.{parent}.{}.sock", index + 1));
+        let secret: [u8; SECRET_LEN] = match secret.try_into() {
+            Ok(secret) => secret,
+            Err(_) => random_secret()?,
+        };
         let socket_error = |source| ManagerError::Socket {
             group: config.name.clone(),
             path: path.clone(),
@@ -126,13 +133,13 @@ pub fn start(
         let info = GroupInfo {
             config,
             socket: path,
-            secret: random_secret()?,
+            secret,
             log_target,
         };
         let processes = info.config.processes as usize;
         groups.push(GroupRuntime {
             info: Arc::new(info),
-            listener,
+            listener: Some(listener),
             pids: vec![None; processes],
             started: vec![None; processes],
         });
@@ -142,6 +149,7 @@ pub fn start(
         settings,
         groups,
         stopping: false,
+        draining: Vec::new(),
     });
     pool.on_cleanup(stop_all);
 
@@ -183,6 +191,16 @@ fn listen(path: &std::path::Path, config: &DaemonConfig) -> std::io::Result<Unix
     Ok(UnixListener::from(fd))
 }
 
+/// Closes the listening sockets in an Apache child (it only connects to them); the paths and
+/// secrets stay.
+pub fn close_listeners() {
+    if let Some(manager) = STATE.lock().as_mut() {
+        for group in &mut manager.groups {
+            group.listener = None;
+        }
+    }
+}
+
 /// A user name or `#uid` as a uid.
 pub fn resolve_user(user: &Principal) -> Option<u32> {
     match user {
@@ -205,7 +223,8 @@ pub fn resolve_group(group: &Principal) -> Option<u32> {
     }
 }
 
-fn random_secret() -> Result<[u8; SECRET_LEN], ManagerError> {
+/// 32 bytes from the system's random source.
+pub fn random_secret() -> Result<[u8; SECRET_LEN], ManagerError> {
     use std::io::Read;
     let mut secret = [0u8; SECRET_LEN];
     std::fs::File::open("/dev/urandom")
@@ -240,10 +259,16 @@ fn spawn(group: usize, index: usize) {
     }
     match process::fork(pool, &env) {
         Ok(Forked::Child) => {
-            let listener = runtime.listener.try_clone();
+            let listener = runtime
+                .listener
+                .as_ref()
+                .ok_or_else(|| std::io::Error::other("no listening socket"))
+                .and_then(UnixListener::try_clone);
             let settings = manager.settings.clone();
-            // The registry stays locked in this copy of memory: the daemon never uses it.
-            std::mem::forget(state);
+            // This process serves one group: the registry (every group's socket and secret)
+            // goes, closing the other groups' listening sockets.
+            drop(state.take());
+            drop(state);
             match listener {
                 Ok(listener) => worker::run(&info, listener, settings, index),
                 Err(e) => {
@@ -335,9 +360,12 @@ fn on_event(slot: usize, event: ChildEvent) {
             spawn(group, index);
         }
         ChildEvent::Unregistered => {
-            // Apache is stopping or restarting: the daemon goes too.
+            // Apache is stopping or restarting: the daemon goes too, after the requests it is
+            // serving (stop_all waits for it).
             let _ = kill(pid, Signal::SIGTERM);
-            reap(&[pid], Duration::from_secs(3));
+            if let Some(manager) = STATE.lock().as_mut() {
+                manager.draining.push(pid);
+            }
         }
     }
 }
@@ -349,26 +377,38 @@ fn stop_all() {
         match state.as_mut() {
             Some(manager) => {
                 manager.stopping = true;
-                let pids: Vec<Pid> = manager
+                let mut pids: Vec<Pid> = manager
                     .groups
                     .iter_mut()
                     .flat_map(|g| g.pids.iter_mut().filter_map(Option::take))
                     .collect();
+                pids.append(&mut manager.draining);
                 let sockets: Vec<PathBuf> = manager
                     .groups
                     .iter()
                     .map(|g| g.info.socket.clone())
                     .collect();
-                Some((pids, sockets))
+                // Requests under way get the longest shutdown-timeout of the groups (within
+                // reason: Apache waits for this).
+                let limit = manager
+                    .groups
+                    .iter()
+                    .map(|g| g.info.config.shutdown_timeout + Duration::from_secs(1))
+                    .max()
+                    .unwrap_or_default()
+                    .clamp(Duration::from_secs(3), Duration::from_secs(10));
+                Some((pids, sockets, limit))
             }
             None => None,
         }
     };
-    let Some((pids, sockets)) = taken else { return };
+    let Some((pids, sockets, limit)) = taken else {
+        return;
+    };
     for &pid in &pids {
         let _ = kill(pid, Signal::SIGTERM);
     }
-    reap(&pids, Duration::from_secs(3));
+    reap(&pids, limit);
     for socket in sockets {
         let _ = std::fs::remove_file(socket);
     }

@@ -8,6 +8,7 @@
 //! the same WSGI code as embedded mode, with a [`DaemonBackend`] over the connection.
 
 use std::io::ErrorKind;
+use std::os::fd::OwnedFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -654,5 +655,30 @@ impl Backend for DaemonBackend {
 
     fn abort(&self) {
         let _ = protocol::write_frame(&mut self.conn.lock().stream, &Frame::Abort);
+    }
+
+    /// Streams the file region to the Apache child (which cannot take a descriptor over the
+    /// socket), without copying it through Python.
+    fn send_file(&self, fd: OwnedFd, offset: u64, len: u64) -> Result<bool, BackendError> {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut file = std::fs::File::from(fd);
+        file.seek(SeekFrom::Start(offset))
+            .map_err(|_| BackendError::Write)?;
+        let mut left = len;
+        let mut chunk = vec![0u8; DATA_CHUNK];
+        let mut conn = self.conn.lock();
+        while left > 0 {
+            let want = usize::try_from(left).unwrap_or(usize::MAX).min(DATA_CHUNK);
+            let n = file
+                .read(&mut chunk[..want])
+                .map_err(|_| BackendError::Write)?;
+            if n == 0 {
+                break;
+            }
+            protocol::write_frame(&mut conn.stream, &Frame::Data(chunk[..n].to_vec()))
+                .map_err(|_| BackendError::Write)?;
+            left -= n as u64;
+        }
+        Ok(true)
     }
 }
