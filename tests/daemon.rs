@@ -277,6 +277,10 @@ def application(environ, start_response):
         'data_limit': resource.getrlimit(resource.RLIMIT_DATA)[0],
         'lang': os.environ.get('LANG'),
         'comm': open('/proc/self/comm').read().strip(),
+        'cwd': os.getcwd(),
+        'path0': __import__('sys').path[0],
+        'priority': os.getpriority(os.PRIO_PROCESS, 0),
+        'cpu_limit': resource.getrlimit(resource.RLIMIT_CPU),
     }
     body = '\n'.join('%s=%s' % kv for kv in sorted(info.items()))
     start_response('200 OK', [('Content-Type', 'text/plain')])
@@ -381,7 +385,8 @@ fn daemon_identity_limits_and_environment_are_as_configured() {
     }
     let server = lifecycle_server(
         "processes=1 threads=2 user=nobody group=nogroup memory-limit=2000000000 \
-         lang=C.UTF-8 display-name=wsgi-life",
+         lang=C.UTF-8 display-name=wsgi-life home=/tmp cpu-priority=-3 cpu-time-limit=1000 \
+         shutdown-timeout=5",
     )
     .start();
     let body = server.get("/l").text();
@@ -392,6 +397,10 @@ fn daemon_identity_limits_and_environment_are_as_configured() {
     assert_eq!(field(&body, "data_limit"), "2000000000");
     assert_eq!(field(&body, "lang"), "C.UTF-8");
     assert_eq!(field(&body, "comm"), "wsgi-life");
+    assert_eq!(field(&body, "cwd"), "/tmp");
+    assert_eq!(field(&body, "path0"), "/tmp");
+    assert_eq!(field(&body, "priority"), "-3");
+    assert_eq!(field(&body, "cpu_limit"), "(1000, 1006)");
 }
 
 #[test]

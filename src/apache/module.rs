@@ -144,7 +144,12 @@ fn start_daemons(pconf: *mut sys::apr_pool_t, server: *mut sys::server_rec) -> c
         }
     }
     let prefix = main.socket_prefix.as_deref();
-    match crate::daemon::manager::start(pool, daemons, main.python.clone(), prefix) {
+    // SAFETY: `server` is the live main server record; `timeout` is a plain number in µs.
+    let apache_timeout = unsafe { (*server).timeout };
+    let timeout = std::time::Duration::from_micros(u64::try_from(apache_timeout).unwrap_or(0));
+    let started =
+        crate::daemon::manager::start(pool, daemons, main.python.clone(), prefix, timeout);
+    match started {
         Ok(()) => sys::OK as c_int,
         Err(e) => {
             tracing::error!("WSGI0046: daemon mode cannot start: {e}");

@@ -269,7 +269,8 @@ impl Directive {
                 server.socket_prefix = Some(value.clone());
             }
             Self::ProcessGroup => {
-                if value.starts_with("%{") && value != "%{GLOBAL}" && !value.starts_with("%{ENV:") {
+                let env_ok = value.starts_with("%{ENV:") && value.ends_with('}') && value.len() > 7;
+                if value.starts_with("%{") && value != "%{GLOBAL}" && !env_ok {
                     return Err(ConfigError::invalid(
                         name,
                         format!("'{value}': use %{{GLOBAL}}, %{{ENV:VAR}} or a group name"),

@@ -55,10 +55,7 @@ pub fn relay(
         0 => 32_768,
         n => n,
     };
-    let timeout = group
-        .config
-        .socket_timeout
-        .unwrap_or(Duration::from_secs(300));
+    let timeout = group.socket_timeout.max(Duration::from_secs(1));
     // A daemon that is restarting answers Retry before it reads anything; the request then
     // goes to its replacement.
     const MOST_RETRIES: u32 = 50;

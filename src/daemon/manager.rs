@@ -36,6 +36,9 @@ pub struct GroupInfo {
     pub secret: [u8; SECRET_LEN],
     /// The error log of the server (or virtual host) that defined the group.
     pub log_target: LogTarget,
+    /// How long the Apache child waits on the daemon's socket (`socket-timeout`, else
+    /// Apache's `Timeout`).
+    pub socket_timeout: Duration,
 }
 
 struct GroupRuntime {
@@ -94,6 +97,7 @@ pub fn start(
     daemons: Vec<(Arc<DaemonConfig>, LogTarget, Vec<u8>)>,
     settings: PythonSettings,
     socket_prefix: Option<&str>,
+    apache_timeout: Duration,
 ) -> Result<(), ManagerError> {
     stop_all();
     if daemons.is_empty() {
@@ -130,11 +134,13 @@ pub fn start(
             };
             chown(&path, Some(owner.into()), None).map_err(|e| socket_error(e.into()))?;
         }
+        let socket_timeout = config.socket_timeout.unwrap_or(apache_timeout);
         let info = GroupInfo {
             config,
             socket: path,
             secret,
             log_target,
+            socket_timeout,
         };
         let processes = info.config.processes as usize;
         groups.push(GroupRuntime {

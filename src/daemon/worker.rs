@@ -43,6 +43,8 @@ pub fn run(info: &GroupInfo, listener: UnixListener, settings: PythonSettings, i
     if let Some(title) = &config.display_name {
         set_process_name(title, name);
     }
+    // Limits first: a negative cpu-priority needs the privileges about to be dropped.
+    apply_limits(config);
     if let Err(e) = drop_privileges(config) {
         tracing::error!(
             "WSGI0034: daemon process of group '{name}' could not switch user ({e}); it exits \
@@ -50,11 +52,22 @@ pub fn run(info: &GroupInfo, listener: UnixListener, settings: PythonSettings, i
         );
         process::exit_now(1);
     }
-    apply_limits(config);
 
+    // `home`: the working folder, and first on sys.path.
+    if let Some(home) = &config.home
+        && let Err(e) = std::env::set_current_dir(home)
+    {
+        tracing::warn!("WSGI0037: cannot apply home={}: {e}", home.display());
+    }
+    let path = config
+        .home
+        .iter()
+        .chain(&config.python_path)
+        .cloned()
+        .collect();
     let settings = PythonSettings {
         home: config.python_home.clone().or(settings.home),
-        path: config.python_path.clone(),
+        path,
         ..settings
     };
     let info_for_python = ProcessInfo {
@@ -115,6 +128,9 @@ pub fn run(info: &GroupInfo, listener: UnixListener, settings: PythonSettings, i
         Some(r) => (r.reason.clone(), r.drain),
         // SIGUSR1 asks for a graceful restart: requests under way get eviction-timeout (or
         // graceful-timeout) to finish.
+        None if signal == "SIGXCPU" => {
+            ("cpu-time-limit reached".to_owned(), config.graceful_timeout)
+        }
         None if signal == "SIGUSR1" => (
             "SIGUSR1, graceful restart".to_owned(),
             config.eviction_timeout.unwrap_or(config.graceful_timeout),
@@ -231,7 +247,12 @@ fn monitor_loop(shared: &Arc<Shared>) {
                 started != 0 && now.saturating_sub(started) >= limit_ms
             }) {
                 let group = slot.group.lock().clone();
-                log_stacks(&group);
+                // On its own thread: taking the GIL may block, and the monitor must go on
+                // (deadlock-timeout).
+                let _ = std::thread::Builder::new()
+                    .name("wsgi-stacks".into())
+                    .spawn(move || log_stacks(&group));
+                std::thread::sleep(Duration::from_millis(200));
                 request_restart(
                     shared,
                     format!("request-timeout of {} s exceeded", limit.as_secs()),
@@ -285,6 +306,7 @@ fn stop_signals() -> SigSet {
         Signal::SIGINT,
         Signal::SIGHUP,
         Signal::SIGUSR1,
+        Signal::SIGXCPU,
     ] {
         set.add(signal);
     }
@@ -334,8 +356,8 @@ fn drop_privileges(config: &DaemonConfig) -> Result<(), String> {
     if nix::unistd::setuid(Uid::from_raw(0)).is_ok() {
         return Err("root privileges could be regained".into());
     }
-    if let Some(home) = &config.home {
-        std::env::set_current_dir(home).map_err(|e| format!("chdir {}: {e}", home.display()))?;
+    if config.home.is_some() {
+        // Applied after the switch, by the caller.
     } else if let Some(user) = User::from_uid(uid)
         .ok()
         .flatten()
@@ -373,8 +395,13 @@ fn apply_limits(config: &DaemonConfig) {
         ),
     ];
     for (resource, limit, option) in limits {
+        // The CPU limit's hard value leaves room for a graceful stop after SIGXCPU.
+        let hard = |soft: u64| match resource {
+            Resource::RLIMIT_CPU => soft + 1 + config.shutdown_timeout.as_secs(),
+            _ => soft,
+        };
         if let Some(limit) = limit
-            && let Err(e) = setrlimit(resource, limit, limit)
+            && let Err(e) = setrlimit(resource, limit, hard(limit))
         {
             tracing::warn!("WSGI0037: cannot apply {option}={limit}: {e}");
         }
@@ -424,12 +451,13 @@ fn accept_loop(shared: &Shared, listener: &UnixListener, slot: usize) {
                 shared
                     .last_activity_ms
                     .store(now_ms(shared), Ordering::Release);
-                serve_connection(shared, stream, &shared.slots[slot]);
+                let ran = serve_connection(shared, stream, &shared.slots[slot]);
                 shared
                     .last_activity_ms
                     .store(now_ms(shared), Ordering::Release);
                 shared.active.fetch_sub(1, Ordering::AcqRel);
-                let served = shared.served.fetch_add(1, Ordering::AcqRel) + 1;
+                let served =
+                    shared.served.fetch_add(u64::from(ran), Ordering::AcqRel) + u64::from(ran);
                 let maximum = shared.config.maximum_requests;
                 if maximum > 0 && served >= maximum {
                     request_restart(
@@ -452,35 +480,31 @@ fn accept_loop(shared: &Shared, listener: &UnixListener, slot: usize) {
     }
 }
 
-/// Compares secrets without stopping at the first difference.
-fn same_secret(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-fn serve_connection(shared: &Shared, mut stream: UnixStream, slot: &Slot) {
+/// Serves one connection; true when the application ran.
+fn serve_connection(shared: &Shared, mut stream: UnixStream, slot: &Slot) -> bool {
     let _ = stream.set_read_timeout(Some(Duration::from_secs(60)));
     let request = match protocol::read_frame(&mut stream) {
-        Ok(Frame::Request(request)) if same_secret(&request.secret, &shared.info.secret) => request,
+        Ok(Frame::Request(request)) if request.secret_matches(&shared.info.secret) => request,
         Ok(Frame::Request(_)) => {
             tracing::warn!("WSGI0039: dropped a connection whose request had a wrong secret");
-            return;
+            return false;
         }
         Ok(other) => {
             tracing::warn!(
                 "WSGI0039: dropped a connection that began with {other:?} instead of a request"
             );
-            return;
+            return false;
         }
         Err(e) => {
             tracing::warn!("WSGI0039: dropped a connection with a bad request frame: {e}");
-            return;
+            return false;
         }
     };
     let _ = stream.set_read_timeout(None);
     if shared.restart.lock().is_some() {
         // Restarting: the replacement process will take it.
         let _ = protocol::write_frame(&mut stream, &Frame::Retry);
-        return;
+        return false;
     }
     if request.reloading && script_changed(shared, &request.script) {
         let script = String::from_utf8_lossy(&request.script).into_owned();
@@ -490,7 +514,7 @@ fn serve_connection(shared: &Shared, mut stream: UnixStream, slot: &Slot) {
             shared.config.graceful_timeout,
         );
         let _ = protocol::write_frame(&mut stream, &Frame::Retry);
-        return;
+        return false;
     }
     let _log_scope = crate::apache::log::RequestIdScope::enter(&request.request_id);
     if let Some(limit) = shared.info.queue_timeout {
@@ -506,11 +530,11 @@ fn serve_connection(shared: &Shared, mut stream: UnixStream, slot: &Slot) {
                 waited.as_millis()
             );
             let _ = protocol::write_frame(&mut stream, &Frame::Failure { status: 504 });
-            return;
+            return false;
         }
     }
     if protocol::write_frame(&mut stream, &Frame::Accepted).is_err() {
-        return;
+        return false;
     }
     *slot.group.lock() = request.application_group.clone();
     slot.started_ms.store(now_ms(shared), Ordering::Release);
@@ -529,6 +553,7 @@ fn serve_connection(shared: &Shared, mut stream: UnixStream, slot: &Slot) {
     slot.started_ms.store(0, Ordering::Release);
     let mut conn = backend.conn.lock();
     let _ = protocol::write_frame(&mut conn.stream, &last);
+    true
 }
 
 /// Whether the script's modification time differs from when this process first ran it (a
