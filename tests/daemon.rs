@@ -585,3 +585,155 @@ fn a_graceful_apache_restart_does_not_fail_daemon_requests() {
     let after = pid_of(&server);
     assert_ne!(after, before, "the daemon was replaced");
 }
+
+/// A script that takes `seconds` to load.
+fn slow_loading_app(seconds: f64) -> String {
+    format!(
+        "import time\ntime.sleep({seconds})\n\
+         def application(e, s):\n    s('200 OK', [])\n    return [b'loaded']\n"
+    )
+}
+
+#[test]
+fn startup_timeout_restarts_a_daemon_whose_script_does_not_load() {
+    let server = ServerBuilder::new()
+        .file("slow.wsgi", slow_loading_app(30.0))
+        .config(
+            "WSGIDaemonProcess slow processes=1 threads=2 startup-timeout=1\n\
+             WSGIScriptAlias /slow ${TEST_DIR}/slow.wsgi process-group=slow",
+        )
+        .allow_log("WSGI0042")
+        .start();
+    let started = std::time::Instant::now();
+    let r = server.get("/slow");
+    assert!((500..600).contains(&r.status), "{}", r.status);
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(
+        server
+            .error_log()
+            .contains("startup-timeout of 1 s: the script did not load")
+    );
+}
+
+#[test]
+fn shutdown_and_graceful_timeouts_bound_the_wait_for_running_requests() {
+    // graceful-timeout: maximum-requests is reached while a long request runs; after 1 s the
+    // process goes anyway, cutting that request short.
+    let server = lifecycle_server("processes=1 threads=2 maximum-requests=2 graceful-timeout=1")
+        .allow_log("WSGI0042")
+        .start();
+    assert_eq!(server.get("/l").status, 200);
+    std::thread::scope(|s| {
+        let long = s.spawn(|| {
+            let started = std::time::Instant::now();
+            (server.get("/l/block?20").status, started.elapsed())
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(server.get("/l").status, 200);
+        let (status, took) = long.join().unwrap();
+        assert!((500..600).contains(&status), "{status}");
+        assert!(took < Duration::from_secs(6), "{took:?}");
+    });
+    drop(server);
+
+    // shutdown-timeout: Apache stops while a request runs; the daemon waits 1 s for it.
+    let server = lifecycle_server("processes=1 threads=2 shutdown-timeout=1")
+        .allow_log("WSGI0042")
+        .start();
+    assert_eq!(server.get("/l").status, 200);
+    let port = server.port();
+    let blocked = std::thread::spawn(move || {
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        stream
+            .write_all(b"GET /l/block?20 HTTP/1.0\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let mut rest = Vec::new();
+        let _ = stream.read_to_end(&mut rest);
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let stopped = server.stop();
+    assert!(!stopped.killed);
+    assert!(
+        stopped.elapsed < Duration::from_secs(6),
+        "{:?}",
+        stopped.elapsed
+    );
+    assert!(
+        stopped
+            .error_log
+            .contains("still running; not finalising Python"),
+        "{}",
+        stopped.error_log
+    );
+    blocked.join().unwrap();
+}
+
+#[test]
+fn locale_reaches_the_daemon() {
+    let server = ServerBuilder::new()
+        .file(
+            "loc.wsgi",
+            "import os, locale\ndef application(e, s):\n    s('200 OK', [])\n    \
+             return [('%s %s' % (os.environ.get('LC_ALL'), locale.setlocale(locale.LC_CTYPE))).encode()]\n",
+        )
+        .config(
+            "WSGIDaemonProcess loc threads=1 locale=C.UTF-8\n\
+             WSGIScriptAlias /loc ${TEST_DIR}/loc.wsgi process-group=loc",
+        )
+        .start();
+    assert_eq!(server.get("/loc").text(), "C.UTF-8 C.UTF-8");
+}
+
+#[test]
+fn a_stop_signal_during_start_up_ends_the_daemon_cleanly() {
+    // A Python home whose sitecustomize takes 2 s: the daemon is still starting when signalled.
+    let server = ServerBuilder::new()
+        .file("app.wsgi", APP)
+        .file(
+            "home/lib/python3.11/site-packages/sitecustomize.py",
+            "import time\ntime.sleep(2)\n",
+        )
+        .file(
+            "home/pyvenv.cfg",
+            "home = /usr/bin\ninclude-system-site-packages = false\nversion = 3.11.2\n",
+        )
+        .file("home/bin/python", "")
+        .config(
+            "WSGIDaemonProcess starting threads=1 display-name=slowstart \
+             python-home=${TEST_DIR}/home\n\
+             WSGIScriptAlias /s ${TEST_DIR}/app.wsgi process-group=starting",
+        )
+        .allow_log("daemon request")
+        .start();
+    // Find the daemon by its name and signal it while Python starts.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let pid = loop {
+        let found = std::fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(Result::ok)
+            .find_map(|e| {
+                let comm = std::fs::read_to_string(e.path().join("comm")).ok()?;
+                (comm.trim() == "slowstart").then(|| e.file_name().to_string_lossy().into_owned())
+            });
+        if let Some(pid) = found {
+            break pid;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no daemon named slowstart"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let pid: i32 = pid.parse().unwrap();
+    // SAFETY: signalling a daemon process of the Apache server this test started.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    assert!(server.wait_for_log(
+        &format!("process {pid} of group 'starting' stopping"),
+        Duration::from_secs(10)
+    ));
+    // The replacement serves.
+    assert_eq!(server.get("/s").status, 200);
+    let log = server.error_log();
+    assert!(!log.contains("Fatal Python error"), "{log}");
+    assert!(!log.contains("AH00052"), "{log}");
+}

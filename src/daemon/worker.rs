@@ -95,6 +95,8 @@ pub fn run(info: &GroupInfo, listener: UnixListener, settings: PythonSettings, i
         stopping: AtomicBool::new(false),
         active: AtomicUsize::new(0),
         served: AtomicU64::new(0),
+        first_request_ms: AtomicU64::new(0),
+        loaded: AtomicBool::new(false),
         last_activity_ms: AtomicU64::new(0),
         heartbeat_ms: AtomicU64::new(0),
         slots: (0..config.threads).map(|_| Slot::default()).collect(),
@@ -220,6 +222,23 @@ fn monitor_loop(shared: &Arc<Shared>) {
             return;
         }
         let now = now_ms(shared);
+        if let Some(limit) = config.startup_timeout {
+            let first = shared.first_request_ms.load(Ordering::Acquire);
+            let limit_ms = u64::try_from(limit.as_millis()).unwrap_or(u64::MAX);
+            if first != 0
+                && !shared.loaded.load(Ordering::Acquire)
+                && now.saturating_sub(first) >= limit_ms
+            {
+                request_restart(
+                    shared,
+                    format!(
+                        "startup-timeout of {} s: the script did not load",
+                        limit.as_secs()
+                    ),
+                    Duration::ZERO,
+                );
+            }
+        }
         if let Some(interval) = config.restart_interval
             && shared.started.elapsed() >= interval
         {
@@ -433,6 +452,10 @@ struct Shared {
     stopping: AtomicBool,
     active: AtomicUsize,
     served: AtomicU64,
+    /// When the first request started (startup-timeout), 0 before.
+    first_request_ms: AtomicU64,
+    /// Whether a request got past loading its script (startup-timeout).
+    loaded: AtomicBool,
     last_activity_ms: AtomicU64,
     heartbeat_ms: AtomicU64,
     slots: Vec<Slot>,
@@ -544,6 +567,12 @@ fn serve_connection(shared: &Shared, mut stream: UnixStream, slot: &Slot) -> boo
             body_done: false,
         }),
     });
+    let _ = shared.first_request_ms.compare_exchange(
+        0,
+        now_ms(shared),
+        Ordering::AcqRel,
+        Ordering::Acquire,
+    );
     let outcome = run_request(shared, &request, Arc::clone(&backend) as Arc<dyn Backend>);
     let last = match outcome {
         Some(Outcome::Sent) => Frame::End,
@@ -608,6 +637,7 @@ fn run_request(
         multithread: shared.info.threads > 1,
         multiprocess: shared.info.multiprocess,
         apache_version: info.unwrap_or((2, 4, 0)),
+        loaded: Some(&shared.loaded),
     };
     match runtime::run_in(&request.application_group, |py| {
         wsgi::serve(py, &spec, backend)

@@ -134,6 +134,7 @@ pub(super) fn serve(
         multithread: threads > 1,
         multiprocess: processes > 1,
         apache_version,
+        loaded: None,
     };
 
     if let Some(group) = daemon {

@@ -46,6 +46,8 @@ pub struct RequestSpec<'a> {
     pub multiprocess: bool,
     /// `apache.version`.
     pub apache_version: (u32, u32, u32),
+    /// Set once the script has loaded (a daemon's startup-timeout watches it).
+    pub loaded: Option<&'a std::sync::atomic::AtomicBool>,
 }
 
 /// How a request ended, for the caller to turn into an HTTP status.
@@ -63,7 +65,12 @@ pub enum Outcome {
 pub fn serve(py: Python<'_>, spec: &RequestSpec<'_>, backend: Arc<dyn Backend>) -> Outcome {
     let context = || format!("processing WSGI script '{}'", spec.script);
     let module = match script::load(py, spec.script, spec.script_mtime, spec.reloading) {
-        Ok(m) => m,
+        Ok(m) => {
+            if let Some(loaded) = spec.loaded {
+                loaded.store(true, std::sync::atomic::Ordering::Release);
+            }
+            m
+        }
         Err(e) => {
             report_exception(py, e, &format!("loading WSGI script '{}'", spec.script));
             return Outcome::Failed;
