@@ -737,3 +737,41 @@ fn a_stop_signal_during_start_up_ends_the_daemon_cleanly() {
     assert!(!log.contains("Fatal Python error"), "{log}");
     assert!(!log.contains("AH00052"), "{log}");
 }
+
+#[test]
+fn umask_python_path_address_space_and_sigusr1_eviction() {
+    let app = r#"
+import os, sys, resource
+def application(environ, start_response):
+    mask = os.umask(0o022)
+    os.umask(mask)
+    body = 'umask=%o\nextra_first=%s\nas_limit=%d\npid=%d\n' % (
+        mask, sys.path[0], resource.getrlimit(resource.RLIMIT_AS)[0], os.getpid())
+    start_response('200 OK', [('Content-Type', 'text/plain')])
+    return [body.encode()]
+"#;
+    let server = ServerBuilder::new()
+        .file("app.wsgi", app)
+        .config(
+            "WSGIDaemonProcess opts processes=1 threads=2 umask=0027 \
+             python-path=${TEST_DIR}/extra virtual-memory-limit=8000000000 listen-backlog=7 \
+             stack-size=1048576 eviction-timeout=1\n\
+             WSGIScriptAlias /o ${TEST_DIR}/app.wsgi process-group=opts",
+        )
+        .file("extra/marker.py", "")
+        .start();
+    let body = server.get("/o").text();
+    assert_eq!(field(&body, "umask"), "27");
+    assert_eq!(
+        field(&body, "extra_first"),
+        format!("{}/extra", server.dir().display())
+    );
+    assert_eq!(field(&body, "as_limit"), "8000000000");
+    // SIGUSR1 to a daemon: a graceful restart (eviction-timeout), then a new process serves.
+    let pid: i32 = field(&body, "pid").parse().unwrap();
+    // SAFETY: signalling a daemon process of the Apache server this test started.
+    unsafe { libc::kill(pid, libc::SIGUSR1) };
+    assert!(server.wait_for_log("(SIGUSR1, graceful restart)", Duration::from_secs(5)));
+    std::thread::sleep(Duration::from_millis(300));
+    assert_ne!(field(&server.get("/o").text(), "pid"), pid.to_string());
+}
