@@ -101,6 +101,8 @@ const BAD_DIRECTIVES: &[Bad] = &[
     bad(Context::Server, "WSGIRestrictEmbedded maybe", "WSGIRestrictEmbedded must be one of"),
     bad(Context::Directory, "WSGIRestrictProcess", "expects one or more group names"),
     bad(Context::Directory, "WSGIErrorOverride perhaps", "WSGIErrorOverride must be one of"),
+    bad(Context::Directory, "WSGITrustedProxies 10.0.0.0/99", "is not an IP address or network"),
+    bad(Context::Directory, "WSGITrustedProxyHeaders", "expects one or more header names"),
     bad(
         Context::Server,
         "WSGIImportScript /x.wsgi process-group=%{GLOBAL}",

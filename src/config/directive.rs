@@ -73,6 +73,10 @@ pub enum Directive {
     RestrictProcess,
     /// `WSGIErrorOverride On|Off`.
     ErrorOverride,
+    /// `WSGITrustedProxyHeaders header …`.
+    TrustedProxyHeaders,
+    /// `WSGITrustedProxies address-or-network …`.
+    TrustedProxies,
 }
 
 impl Directive {
@@ -102,6 +106,8 @@ impl Directive {
         Self::RestrictEmbedded,
         Self::RestrictProcess,
         Self::ErrorOverride,
+        Self::TrustedProxyHeaders,
+        Self::TrustedProxies,
     ];
 
     /// The directive's name as written in `httpd.conf`, NUL-terminated for Apache's table.
@@ -131,6 +137,8 @@ impl Directive {
             Self::RestrictEmbedded => c"WSGIRestrictEmbedded",
             Self::RestrictProcess => c"WSGIRestrictProcess",
             Self::ErrorOverride => c"WSGIErrorOverride",
+            Self::TrustedProxyHeaders => c"WSGITrustedProxyHeaders",
+            Self::TrustedProxies => c"WSGITrustedProxies",
         }
     }
 
@@ -153,7 +161,9 @@ impl Directive {
             | Self::ChunkedRequest
             | Self::MapHeadToGet
             | Self::EnableSendfile
-            | Self::ErrorOverride => Scope::FileInfo,
+            | Self::ErrorOverride
+            | Self::TrustedProxyHeaders
+            | Self::TrustedProxies => Scope::FileInfo,
             Self::PythonHome
             | Self::PythonPath
             | Self::PythonOptimize
@@ -176,6 +186,8 @@ impl Directive {
             Self::DaemonProcess => "name [processes=N] [threads=N] [user=…] [option=value …]",
             Self::ProcessGroup => "%{GLOBAL} | %{ENV:VAR} | name of a WSGIDaemonProcess group",
             Self::RestrictProcess => "names of the daemon groups allowed here",
+            Self::TrustedProxyHeaders => "X-Forwarded-For X-Forwarded-Proto … (headers to trust)",
+            Self::TrustedProxies => "addresses or networks (10.0.0.0/8) of trusted proxies",
             Self::CallableObject => "name of the WSGI callable in the script (default application)",
             Self::ApplicationGroup => {
                 "%{GLOBAL} | %{SERVER} | %{HOST} | %{RESOURCE} | %{ENV:VAR} | name"
@@ -225,6 +237,30 @@ impl Directive {
                     .daemons
                     .insert(server.own_daemons, std::sync::Arc::new(daemon));
                 server.own_daemons += 1;
+                return Ok(());
+            }
+            Self::TrustedProxyHeaders => {
+                if args.is_empty() {
+                    return Err(ConfigError::invalid(
+                        name,
+                        "expects one or more header names",
+                    ));
+                }
+                let list = dir.trusted_proxy_headers.get_or_insert_with(Vec::new);
+                list.extend(args.iter().filter_map(|h| super::proxy::cgi_name(h)));
+                return Ok(());
+            }
+            Self::TrustedProxies => {
+                if args.is_empty() {
+                    return Err(ConfigError::invalid(name, "expects addresses or networks"));
+                }
+                let parsed = args
+                    .iter()
+                    .map(|a| super::proxy::Network::parse(name, a))
+                    .collect::<Result<Vec<_>, _>>()?;
+                dir.trusted_proxies
+                    .get_or_insert_with(Vec::new)
+                    .extend(parsed);
                 return Ok(());
             }
             Self::RestrictProcess => {
@@ -284,7 +320,9 @@ impl Directive {
             | Self::ScriptAliasMatch
             | Self::ImportScript
             | Self::DaemonProcess
-            | Self::RestrictProcess => unreachable!("handled above"),
+            | Self::RestrictProcess
+            | Self::TrustedProxyHeaders
+            | Self::TrustedProxies => unreachable!("handled above"),
         }
         Ok(())
     }

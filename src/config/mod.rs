@@ -14,6 +14,7 @@ mod alias;
 mod daemon;
 mod directive;
 mod group;
+pub mod proxy;
 
 use std::path::PathBuf;
 
@@ -289,6 +290,10 @@ pub struct DirConfig {
     pub restrict_process: Option<Vec<String>>,
     /// `WSGIErrorOverride` (daemon mode): Apache's error documents replace error responses.
     pub error_override: Option<bool>,
+    /// `WSGITrustedProxyHeaders`, as CGI names.
+    pub trusted_proxy_headers: Option<Vec<&'static str>>,
+    /// `WSGITrustedProxies`.
+    pub trusted_proxies: Option<Vec<proxy::Network>>,
 }
 
 /// `WSGIMapHEADToGET`: whether the application sees a HEAD request as GET.
@@ -339,6 +344,14 @@ impl DirConfig {
                 .clone()
                 .or_else(|| base.process_group.clone()),
             error_override: over.error_override.or(base.error_override),
+            trusted_proxy_headers: over
+                .trusted_proxy_headers
+                .clone()
+                .or_else(|| base.trusted_proxy_headers.clone()),
+            trusted_proxies: over
+                .trusted_proxies
+                .clone()
+                .or_else(|| base.trusted_proxies.clone()),
             restrict_process: over
                 .restrict_process
                 .clone()

@@ -110,6 +110,21 @@ pub(super) fn serve(
     if let Some(auth) = r.header_in(c"Authorization").filter(|_| pass_authorization) {
         cgi.push((b"HTTP_AUTHORIZATION", auth));
     }
+    // Trusted proxy headers: drop what may not be trusted, rewrite from what may.
+    let proxied = super::proxy::changes(
+        &cgi,
+        dir.trusted_proxy_headers.as_deref().unwrap_or_default(),
+        dir.trusted_proxies.as_deref(),
+    );
+    if !proxied.remove.is_empty() || !proxied.set.is_empty() {
+        cgi.retain(|(k, _)| !proxied.remove.iter().any(|r| r == k));
+        cgi.extend(
+            proxied
+                .set
+                .iter()
+                .map(|(k, v)| (k.as_slice(), v.as_slice())),
+        );
+    }
 
     let info = runtime::settings().map(|(_, info)| info.clone());
     let (threads, processes, apache_version) = info.as_ref().map_or((1, 1, (2, 4, 0)), |i| {

@@ -5,6 +5,7 @@
 //! status codes.
 
 mod embedded;
+mod proxy;
 
 use crate::apache::{FileKind, Request, sys};
 use crate::config::{AliasOptions, GroupContext, GroupSpec, ImportScript, collapse_slashes_bytes};
