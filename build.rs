@@ -26,6 +26,9 @@ const FUNCTIONS: &[&str] = &[
     "ap_get_server_description",
     "ap_getword_conf",
     "ap_internal_redirect_handler",
+    "ap_register_auth_provider",
+    "ap_get_remote_host",
+    "apr_dynamic_fn_retrieve",
     "ap_mpm_query",
     "ap_no2slash",
     "ap_run_generate_log_id",
@@ -71,6 +74,10 @@ const TYPES: &[&str] = &[
     "apr_bucket_brigade",
     "apr_proc_t",
     "unixd_config_rec",
+    "authn_provider",
+    "authz_provider",
+    "authn_status",
+    "authz_status",
     "ap_filter_type",
 ];
 
@@ -103,6 +110,11 @@ const VARS: &[&str] = &[
     "APR_INPARENT",
     "APR_OC_REASON_.*",
     "ap_unixd_config",
+    "AUTHN_.*",
+    "AUTHZ_.*",
+    "AP_AUTH_INTERNAL_PER_CONF",
+    "REMOTE_NAME",
+    "OR_AUTHCFG",
 ];
 
 fn main() {

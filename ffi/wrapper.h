@@ -18,5 +18,7 @@
 #include <unixd.h>
 #include <ap_listen.h>
 #include <apr_thread_proc.h>
+#include <mod_auth.h>
+#include <apr_optional.h>
 
 #include "shim.h"

@@ -9,8 +9,11 @@
 //!   how threads enter them; the only place that touches CPython's C API directly.
 //! - [`wsgi`]: the PEP 3333 objects and request flow, independent of where a request comes from.
 //! - [`handler`]: the embedded-mode request path tying Apache requests to the WSGI layer.
+//! - [`express`]: the `mod_wsgi-express` command (`src/bin/mod_wsgi-express.rs`), which writes
+//!   a standalone Apache configuration for an application and runs it.
 
 pub mod apache;
+pub mod auth;
 pub mod config;
 pub mod daemon;
 pub mod handler;

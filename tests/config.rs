@@ -103,6 +103,10 @@ const BAD_DIRECTIVES: &[Bad] = &[
     bad(Context::Directory, "WSGIErrorOverride perhaps", "WSGIErrorOverride must be one of"),
     bad(Context::Directory, "WSGITrustedProxies 10.0.0.0/99", "is not an IP address or network"),
     bad(Context::Directory, "WSGITrustedProxyHeaders", "expects one or more header names"),
+    bad(Context::Directory, "WSGIAccessScript", "expects a script path"),
+    bad(Context::Directory, "WSGIAuthUserScript /a.wsgi colour=red", "unknown option"),
+    bad(Context::Directory, "WSGIAuthGroupScript /a.wsgi app=x", "unknown option"),
+    bad(Context::Directory, "WSGIGroupAuthoritative sometimes", "must be one of: Off | On"),
     bad(
         Context::Server,
         "WSGIImportScript /x.wsgi process-group=%{GLOBAL}",

@@ -32,6 +32,7 @@ const fn table() -> [sys::command_rec; COUNT + 1] {
             Scope::Global | Scope::Server => sys::RSRC_CONF,
             Scope::Directory => sys::RSRC_CONF | sys::ACCESS_CONF,
             Scope::FileInfo => sys::OR_FILEINFO,
+            Scope::AuthConfig => sys::OR_AUTHCFG,
         };
         table[i] = sys::command_rec {
             name: directive.c_name().as_ptr(),

@@ -9,6 +9,7 @@
 //! - `process`: MPM facts and process cleanups;
 //! - `boundary`: the panic boundary every hook goes through.
 
+pub mod auth;
 pub mod boundary;
 pub mod config;
 pub mod directives;

@@ -60,7 +60,9 @@ unsafe impl Sync for ModuleList {}
 /// `Alias /static/ …` works inside a `WSGIScriptAlias /` mount.
 static AFTER_ALIAS: ModuleList = ModuleList([c"mod_alias.c".as_ptr(), ptr::null()]);
 
-unsafe extern "C" fn register_hooks(_pool: *mut sys::apr_pool_t) {
+unsafe extern "C" fn register_hooks(pool: *mut sys::apr_pool_t) {
+    // SAFETY: Apache passes the pool for registrations.
+    unsafe { super::auth::register(pool) };
     // SAFETY: registering hooks with Apache during module initialisation, with 'static
     // functions and ordering lists.
     unsafe {

@@ -182,6 +182,34 @@ impl<'r> Request<'r> {
         first >= 0 && first < sys::ap_filter_type_AP_FTYPE_PROTOCOL as i32
     }
 
+    /// The authenticated user (`r->user`).
+    pub fn user(&self) -> Option<String> {
+        let user = self.rec().user;
+        (!user.is_null()).then(|| String::from_utf8_lossy(bytes(user)).into_owned())
+    }
+
+    /// Replaces the authenticated user name (a copy in the request pool).
+    pub fn set_user(&mut self, user: &str) {
+        let copy = self.pool_bytes(user.as_bytes());
+        // SAFETY: exclusive access for 'r; the copy lives in the request pool.
+        unsafe { (*self.raw.as_ptr()).user = copy };
+    }
+
+    /// The client's host name (when `HostnameLookups` found one), else its address.
+    pub fn remote_host(&self) -> Option<String> {
+        let r = self.raw.as_ptr();
+        // SAFETY: a live request and its connection; Apache returns a pool string or NULL.
+        let host = unsafe {
+            sys::ap_get_remote_host(
+                (*r).connection,
+                (*r).per_dir_config.cast(),
+                sys::REMOTE_NAME as i32,
+                ptr::null_mut(),
+            )
+        };
+        (!host.is_null()).then(|| String::from_utf8_lossy(bytes(host)).into_owned())
+    }
+
     /// A request header.
     pub fn header_in(&self, name: &CStr) -> Option<&'r [u8]> {
         // SAFETY: `headers_in` is a live table; `name` is NUL-terminated.
@@ -494,6 +522,47 @@ impl RequestIo {
                 }
             }
             Ok(())
+        })
+    }
+
+    /// Whether the connection is TLS (mod_ssl's `ssl_is_https`); false without mod_ssl.
+    pub fn ssl_is_https(&self) -> Result<bool, IoError> {
+        type IsHttps = unsafe extern "C" fn(*mut sys::conn_rec) -> std::ffi::c_int;
+        self.with(|s| {
+            // SAFETY: mod_ssl registers `ssl_is_https` with exactly this signature; a missing
+            // function is NULL. The connection of a live request is valid.
+            unsafe {
+                let f = sys::apr_dynamic_fn_retrieve(c"ssl_is_https".as_ptr());
+                let Some(f) = f else { return Ok(false) };
+                let f: IsHttps = std::mem::transmute::<unsafe extern "C" fn(), IsHttps>(f);
+                Ok(f((*s.r.as_ptr()).connection) != 0)
+            }
+        })
+    }
+
+    /// A mod_ssl variable (`ssl_var_lookup`), e.g. `SSL_PROTOCOL`; `None` without mod_ssl.
+    pub fn ssl_var(&self, name: &str) -> Result<Option<String>, IoError> {
+        type VarLookup = unsafe extern "C" fn(
+            *mut sys::apr_pool_t,
+            *mut sys::server_rec,
+            *mut sys::conn_rec,
+            *mut sys::request_rec,
+            *mut c_char,
+        ) -> *mut c_char;
+        let name = cstring(name);
+        self.with(|s| {
+            let r = s.r.as_ptr();
+            // SAFETY: mod_ssl registers `ssl_var_lookup` with exactly this signature; a missing
+            // function is NULL. All records belong to the live request; the name is copied into
+            // the request pool; the result is a pool string or NULL.
+            unsafe {
+                let f = sys::apr_dynamic_fn_retrieve(c"ssl_var_lookup".as_ptr());
+                let Some(f) = f else { return Ok(None) };
+                let f: VarLookup = std::mem::transmute::<unsafe extern "C" fn(), VarLookup>(f);
+                let name = sys::apr_pstrdup((*r).pool, name.as_ptr());
+                let value = f((*r).pool, (*r).server, (*r).connection, r, name);
+                Ok((!value.is_null()).then(|| String::from_utf8_lossy(bytes(value)).into_owned()))
+            }
         })
     }
 

@@ -4,8 +4,8 @@
 use std::ffi::CStr;
 
 use super::{
-    ConfigError, DaemonConfig, DirConfig, GroupSpec, HeadMapping, ImportScript, ScriptAlias,
-    ServerConfig, parse_on_off,
+    AuthScript, ConfigError, DaemonConfig, DirConfig, GroupSpec, HeadMapping, ImportScript,
+    ScriptAlias, ServerConfig, parse_on_off,
 };
 
 /// Where a directive may appear (Apache's `req_override` for it is derived from this).
@@ -19,6 +19,8 @@ pub enum Scope {
     Directory,
     /// Everywhere, including `.htaccess` with `AllowOverride FileInfo`.
     FileInfo,
+    /// Directory sections and `.htaccess` with `AllowOverride AuthConfig`.
+    AuthConfig,
 }
 
 /// One directive of the table.
@@ -77,6 +79,14 @@ pub enum Directive {
     TrustedProxyHeaders,
     /// `WSGITrustedProxies address-or-network …`.
     TrustedProxies,
+    /// `WSGIAccessScript script [application-group=…]`.
+    AccessScript,
+    /// `WSGIAuthUserScript script [application-group=…]`.
+    AuthUserScript,
+    /// `WSGIAuthGroupScript script [application-group=…]`.
+    AuthGroupScript,
+    /// `WSGIGroupAuthoritative On|Off`.
+    GroupAuthoritative,
 }
 
 impl Directive {
@@ -108,6 +118,10 @@ impl Directive {
         Self::ErrorOverride,
         Self::TrustedProxyHeaders,
         Self::TrustedProxies,
+        Self::AccessScript,
+        Self::AuthUserScript,
+        Self::AuthGroupScript,
+        Self::GroupAuthoritative,
     ];
 
     /// The directive's name as written in `httpd.conf`, NUL-terminated for Apache's table.
@@ -139,6 +153,10 @@ impl Directive {
             Self::ErrorOverride => c"WSGIErrorOverride",
             Self::TrustedProxyHeaders => c"WSGITrustedProxyHeaders",
             Self::TrustedProxies => c"WSGITrustedProxies",
+            Self::AccessScript => c"WSGIAccessScript",
+            Self::AuthUserScript => c"WSGIAuthUserScript",
+            Self::AuthGroupScript => c"WSGIAuthGroupScript",
+            Self::GroupAuthoritative => c"WSGIGroupAuthoritative",
         }
     }
 
@@ -164,6 +182,10 @@ impl Directive {
             | Self::ErrorOverride
             | Self::TrustedProxyHeaders
             | Self::TrustedProxies => Scope::FileInfo,
+            Self::AccessScript
+            | Self::AuthUserScript
+            | Self::AuthGroupScript
+            | Self::GroupAuthoritative => Scope::AuthConfig,
             Self::PythonHome
             | Self::PythonPath
             | Self::PythonOptimize
@@ -188,6 +210,9 @@ impl Directive {
             Self::RestrictProcess => "names of the daemon groups allowed here",
             Self::TrustedProxyHeaders => "X-Forwarded-For X-Forwarded-Proto … (headers to trust)",
             Self::TrustedProxies => "addresses or networks (10.0.0.0/8) of trusted proxies",
+            Self::AccessScript | Self::AuthUserScript | Self::AuthGroupScript => {
+                "script [application-group=…]"
+            }
             Self::CallableObject => "name of the WSGI callable in the script (default application)",
             Self::ApplicationGroup => {
                 "%{GLOBAL} | %{SERVER} | %{HOST} | %{RESOURCE} | %{ENV:VAR} | name"
@@ -237,6 +262,15 @@ impl Directive {
                     .daemons
                     .insert(server.own_daemons, std::sync::Arc::new(daemon));
                 server.own_daemons += 1;
+                return Ok(());
+            }
+            Self::AccessScript | Self::AuthUserScript | Self::AuthGroupScript => {
+                let script = Some(AuthScript::parse(name, args)?);
+                match self {
+                    Self::AccessScript => dir.access_script = script,
+                    Self::AuthUserScript => dir.auth_user_script = script,
+                    _ => dir.auth_group_script = script,
+                }
                 return Ok(());
             }
             Self::TrustedProxyHeaders => {
@@ -316,13 +350,17 @@ impl Directive {
             }
             Self::RestrictEmbedded => server.restrict_embedded = parse_on_off(name, value)?,
             Self::ErrorOverride => dir.error_override = Some(parse_on_off(name, value)?),
+            Self::GroupAuthoritative => dir.group_authoritative = Some(parse_on_off(name, value)?),
             Self::ScriptAlias
             | Self::ScriptAliasMatch
             | Self::ImportScript
             | Self::DaemonProcess
             | Self::RestrictProcess
             | Self::TrustedProxyHeaders
-            | Self::TrustedProxies => unreachable!("handled above"),
+            | Self::TrustedProxies
+            | Self::AccessScript
+            | Self::AuthUserScript
+            | Self::AuthGroupScript => unreachable!("handled above"),
         }
         Ok(())
     }

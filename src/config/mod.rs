@@ -294,6 +294,51 @@ pub struct DirConfig {
     pub trusted_proxy_headers: Option<Vec<&'static str>>,
     /// `WSGITrustedProxies`.
     pub trusted_proxies: Option<Vec<proxy::Network>>,
+    /// `WSGIAccessScript`.
+    pub access_script: Option<AuthScript>,
+    /// `WSGIAuthUserScript`.
+    pub auth_user_script: Option<AuthScript>,
+    /// `WSGIAuthGroupScript`.
+    pub auth_group_script: Option<AuthScript>,
+    /// `WSGIGroupAuthoritative` (accepted; Apache 2.4's authorization needs no such switch).
+    pub group_authoritative: Option<bool>,
+}
+
+/// A Python script used by an Apache access, authentication or authorization hook.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuthScript {
+    /// The script file.
+    pub script: String,
+    /// `application-group=` (default: the main interpreter).
+    pub application_group: GroupSpec,
+}
+
+impl AuthScript {
+    /// Parses `script [application-group=NAME]`.
+    pub fn parse(directive: &'static str, args: &[String]) -> Result<Self, ConfigError> {
+        let [script, options @ ..] = args else {
+            return Err(ConfigError::invalid(directive, "expects a script path"));
+        };
+        let mut application_group = GroupSpec::Global;
+        for option in options {
+            match option.split_once('=') {
+                Some(("application-group", v)) => {
+                    application_group = GroupSpec::parse(directive, v)?;
+                }
+                _ => {
+                    return Err(ConfigError::UnknownOption {
+                        directive,
+                        option: option.clone(),
+                        expected: "application-group",
+                    });
+                }
+            }
+        }
+        Ok(Self {
+            script: script.clone(),
+            application_group,
+        })
+    }
 }
 
 /// `WSGIMapHEADToGET`: whether the application sees a HEAD request as GET.
@@ -352,6 +397,19 @@ impl DirConfig {
                 .trusted_proxies
                 .clone()
                 .or_else(|| base.trusted_proxies.clone()),
+            access_script: over
+                .access_script
+                .clone()
+                .or_else(|| base.access_script.clone()),
+            auth_user_script: over
+                .auth_user_script
+                .clone()
+                .or_else(|| base.auth_user_script.clone()),
+            auth_group_script: over
+                .auth_group_script
+                .clone()
+                .or_else(|| base.auth_group_script.clone()),
+            group_authoritative: over.group_authoritative.or(base.group_authoritative),
             restrict_process: over
                 .restrict_process
                 .clone()
