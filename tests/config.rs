@@ -107,6 +107,8 @@ const BAD_DIRECTIVES: &[Bad] = &[
     bad(Context::Directory, "WSGIAuthUserScript /a.wsgi colour=red", "unknown option"),
     bad(Context::Directory, "WSGIAuthGroupScript /a.wsgi app=x", "unknown option"),
     bad(Context::Directory, "WSGIGroupAuthoritative sometimes", "must be one of: Off | On"),
+    bad(Context::Directory, "WSGIDispatchScript", "expects a script path"),
+    bad(Context::Directory, "WSGIHandlerScript only-a-name", "expects a handler name and a script"),
     bad(
         Context::Server,
         "WSGIImportScript /x.wsgi process-group=%{GLOBAL}",

@@ -1,7 +1,8 @@
-//! Access control, authentication and authorization in Python: the scripts of
+//! Access control, authentication, authorization and dispatch in Python: the scripts of
 //! `WSGIAccessScript` (`allow_access`), `WSGIAuthUserScript` (`check_password`,
 //! `get_realm_hash`, for Apache's `wsgi` authn provider) and `WSGIAuthGroupScript`
-//! (`groups_for_user`, for the `wsgi-group` authz provider).
+//! (`groups_for_user`, for the `wsgi-group` authz provider), and `WSGIDispatchScript`
+//! (`process_group`, `application_group`, `callable_object`: per-request choices).
 //!
 //! Called from the hooks in `src/apache/auth.rs` on the Apache worker thread serving the
 //! request, whatever the request's process group: the scripts run in the Apache child, in the
@@ -146,7 +147,34 @@ pub fn check_groups(r: &mut Request<'_>, require_line: &CStr) -> Authz {
     }
 }
 
+/// What `WSGIDispatchScript` chose for a request (`None`: keep the configured choice).
+#[derive(Debug, Default)]
+pub struct Dispatch {
+    /// `process_group(environ)`.
+    pub process_group: Option<String>,
+    /// `application_group(environ)`.
+    pub application_group: Option<String>,
+    /// `callable_object(environ)`.
+    pub callable_object: Option<String>,
+}
+
+/// Runs the dispatch script's optional `process_group`, `application_group` and
+/// `callable_object` functions; each returns a name or `None`.
+pub fn dispatch(r: &mut Request<'_>, script: &AuthScript) -> Dispatch {
+    let mut pick = |function: &str| match call(r, script, function, CallArgs::Environ, false) {
+        Answer::Text(name) => Some(name),
+        _ => None,
+    };
+    Dispatch {
+        process_group: pick("process_group"),
+        application_group: pick("application_group"),
+        callable_object: pick("callable_object"),
+    }
+}
+
 enum CallArgs {
+    /// Just the environ; the function is optional.
+    Environ,
     Host(Option<String>),
     Password(String, String),
     Realm(String, String),
@@ -197,6 +225,9 @@ fn call(
             let result = (|| -> PyResult<Answer> {
                 let module = script::load(py, &path, mtime, true)?;
                 let Some(f) = module.getattr_opt(function)? else {
+                    if matches!(args, CallArgs::Environ) {
+                        return Ok(Answer::Unknown);
+                    }
                     tracing::error!(
                         "WSGI0052: script '{path}' has no function '{function}' for the hook"
                     );
@@ -219,6 +250,7 @@ fn call(
                     environ.set_item("mod_ssl.var_lookup", info.getattr("var_lookup")?)?;
                 }
                 let returned = match &args {
+                    CallArgs::Environ => f.call1((environ,))?,
                     CallArgs::Host(host) => f.call1((environ, host.clone()))?,
                     CallArgs::Password(user, password) => {
                         f.call1((environ, user.as_str(), password.as_str()))?

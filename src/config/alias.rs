@@ -42,6 +42,42 @@ pub struct AliasOptions {
     pub pass_authorization: Option<bool>,
 }
 
+impl AliasOptions {
+    /// Parses `name=value` options (those of `WSGIScriptAlias`, also used by
+    /// `WSGIHandlerScript`).
+    pub fn parse(directive: &'static str, options: &[String]) -> Result<Self, ConfigError> {
+        let mut parsed = AliasOptions::default();
+        for option in options {
+            let Some((name, value)) = option.split_once('=') else {
+                return Err(ConfigError::invalid(
+                    directive,
+                    format!("'{option}' is not of the form name=value; options are {OPTIONS}"),
+                ));
+            };
+            match name {
+                "process-group" => parsed.process_group = Some(value.to_owned()),
+                "application-group" => {
+                    parsed.application_group = Some(GroupSpec::parse(directive, value)?);
+                }
+                "callable-object" => {
+                    parsed.callable_object = Some(parse_callable_object(directive, value)?);
+                }
+                "pass-authorization" => {
+                    parsed.pass_authorization = Some(parse_on_off(directive, value)?);
+                }
+                _ => {
+                    return Err(ConfigError::UnknownOption {
+                        directive,
+                        option: name.to_owned(),
+                        expected: OPTIONS,
+                    });
+                }
+            }
+        }
+        Ok(parsed)
+    }
+}
+
 /// Where an alias maps one URL.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AliasMatch {
@@ -93,34 +129,7 @@ impl ScriptAlias {
         if target.is_empty() {
             return Err(ConfigError::invalid(directive, "the script path is empty"));
         }
-        let mut parsed = AliasOptions::default();
-        for option in options {
-            let Some((name, value)) = option.split_once('=') else {
-                return Err(ConfigError::invalid(
-                    directive,
-                    format!("'{option}' is not of the form name=value; options are {OPTIONS}"),
-                ));
-            };
-            match name {
-                "process-group" => parsed.process_group = Some(value.to_owned()),
-                "application-group" => {
-                    parsed.application_group = Some(GroupSpec::parse(directive, value)?);
-                }
-                "callable-object" => {
-                    parsed.callable_object = Some(parse_callable_object(directive, value)?);
-                }
-                "pass-authorization" => {
-                    parsed.pass_authorization = Some(parse_on_off(directive, value)?);
-                }
-                _ => {
-                    return Err(ConfigError::UnknownOption {
-                        directive,
-                        option: name.to_owned(),
-                        expected: OPTIONS,
-                    });
-                }
-            }
-        }
+        let parsed = AliasOptions::parse(directive, options)?;
         Ok(Self {
             pattern,
             target: target.clone(),

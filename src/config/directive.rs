@@ -4,8 +4,8 @@
 use std::ffi::CStr;
 
 use super::{
-    AuthScript, ConfigError, DaemonConfig, DirConfig, GroupSpec, HeadMapping, ImportScript,
-    ScriptAlias, ServerConfig, parse_on_off,
+    AuthScript, ConfigError, DaemonConfig, DirConfig, GroupSpec, HandlerScript, HeadMapping,
+    ImportScript, ScriptAlias, ServerConfig, parse_on_off,
 };
 
 /// Where a directive may appear (Apache's `req_override` for it is derived from this).
@@ -87,6 +87,10 @@ pub enum Directive {
     AuthGroupScript,
     /// `WSGIGroupAuthoritative On|Off`.
     GroupAuthoritative,
+    /// `WSGIDispatchScript script [application-group=…]`.
+    DispatchScript,
+    /// `WSGIHandlerScript name script [options]`.
+    HandlerScript,
 }
 
 impl Directive {
@@ -122,6 +126,8 @@ impl Directive {
         Self::AuthUserScript,
         Self::AuthGroupScript,
         Self::GroupAuthoritative,
+        Self::DispatchScript,
+        Self::HandlerScript,
     ];
 
     /// The directive's name as written in `httpd.conf`, NUL-terminated for Apache's table.
@@ -157,6 +163,8 @@ impl Directive {
             Self::AuthUserScript => c"WSGIAuthUserScript",
             Self::AuthGroupScript => c"WSGIAuthGroupScript",
             Self::GroupAuthoritative => c"WSGIGroupAuthoritative",
+            Self::DispatchScript => c"WSGIDispatchScript",
+            Self::HandlerScript => c"WSGIHandlerScript",
         }
     }
 
@@ -172,7 +180,11 @@ impl Directive {
             | Self::ScriptAliasMatch
             | Self::ImportScript
             | Self::DaemonProcess => Scope::Server,
-            Self::ApplicationGroup | Self::ProcessGroup | Self::RestrictProcess => Scope::Directory,
+            Self::ApplicationGroup
+            | Self::ProcessGroup
+            | Self::RestrictProcess
+            | Self::DispatchScript
+            | Self::HandlerScript => Scope::Directory,
             Self::CallableObject
             | Self::PassAuthorization
             | Self::ScriptReloading
@@ -210,9 +222,11 @@ impl Directive {
             Self::RestrictProcess => "names of the daemon groups allowed here",
             Self::TrustedProxyHeaders => "X-Forwarded-For X-Forwarded-Proto … (headers to trust)",
             Self::TrustedProxies => "addresses or networks (10.0.0.0/8) of trusted proxies",
-            Self::AccessScript | Self::AuthUserScript | Self::AuthGroupScript => {
-                "script [application-group=…]"
-            }
+            Self::AccessScript
+            | Self::AuthUserScript
+            | Self::AuthGroupScript
+            | Self::DispatchScript => "script [application-group=…]",
+            Self::HandlerScript => "handler-name script [process-group=…] [application-group=…]",
             Self::CallableObject => "name of the WSGI callable in the script (default application)",
             Self::ApplicationGroup => {
                 "%{GLOBAL} | %{SERVER} | %{HOST} | %{RESOURCE} | %{ENV:VAR} | name"
@@ -264,13 +278,21 @@ impl Directive {
                 server.own_daemons += 1;
                 return Ok(());
             }
-            Self::AccessScript | Self::AuthUserScript | Self::AuthGroupScript => {
+            Self::AccessScript
+            | Self::AuthUserScript
+            | Self::AuthGroupScript
+            | Self::DispatchScript => {
                 let script = Some(AuthScript::parse(name, args)?);
                 match self {
                     Self::AccessScript => dir.access_script = script,
                     Self::AuthUserScript => dir.auth_user_script = script,
-                    _ => dir.auth_group_script = script,
+                    Self::AuthGroupScript => dir.auth_group_script = script,
+                    _ => dir.dispatch_script = script,
                 }
+                return Ok(());
+            }
+            Self::HandlerScript => {
+                dir.handler_scripts.push(HandlerScript::parse(name, args)?);
                 return Ok(());
             }
             Self::TrustedProxyHeaders => {
@@ -360,7 +382,9 @@ impl Directive {
             | Self::TrustedProxies
             | Self::AccessScript
             | Self::AuthUserScript
-            | Self::AuthGroupScript => unreachable!("handled above"),
+            | Self::AuthGroupScript
+            | Self::DispatchScript
+            | Self::HandlerScript => unreachable!("handled above"),
         }
         Ok(())
     }

@@ -302,6 +302,38 @@ pub struct DirConfig {
     pub auth_group_script: Option<AuthScript>,
     /// `WSGIGroupAuthoritative` (accepted; Apache 2.4's authorization needs no such switch).
     pub group_authoritative: Option<bool>,
+    /// `WSGIDispatchScript`.
+    pub dispatch_script: Option<AuthScript>,
+    /// `WSGIHandlerScript`s: named handlers served by a script's `handle_request`.
+    pub handler_scripts: Vec<HandlerScript>,
+}
+
+/// `WSGIHandlerScript name script [options]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HandlerScript {
+    /// The handler name (`SetHandler NAME`, `AddHandler NAME .ext`, `RewriteRule … [H=NAME]`).
+    pub name: String,
+    /// The script whose `handle_request` serves the requests.
+    pub script: String,
+    /// `process-group=`, `application-group=`, `pass-authorization=`.
+    pub options: AliasOptions,
+}
+
+impl HandlerScript {
+    /// Parses the directive's arguments.
+    pub fn parse(directive: &'static str, args: &[String]) -> Result<Self, ConfigError> {
+        let [name, script, options @ ..] = args else {
+            return Err(ConfigError::invalid(
+                directive,
+                "expects a handler name and a script",
+            ));
+        };
+        Ok(Self {
+            name: name.clone(),
+            script: script.clone(),
+            options: AliasOptions::parse(directive, options)?,
+        })
+    }
 }
 
 /// A Python script used by an Apache access, authentication or authorization hook.
@@ -410,6 +442,16 @@ impl DirConfig {
                 .clone()
                 .or_else(|| base.auth_group_script.clone()),
             group_authoritative: over.group_authoritative.or(base.group_authoritative),
+            dispatch_script: over
+                .dispatch_script
+                .clone()
+                .or_else(|| base.dispatch_script.clone()),
+            handler_scripts: over
+                .handler_scripts
+                .iter()
+                .chain(&base.handler_scripts)
+                .cloned()
+                .collect(),
             restrict_process: over
                 .restrict_process
                 .clone()

@@ -60,13 +60,23 @@ impl Backend for EmbeddedBackend {
     }
 }
 
+/// What serves a request: the script and the choices made for it.
+pub(super) struct Target<'r> {
+    /// The WSGI script file.
+    pub script: String,
+    /// Its modification time when it is not the request's own file (a handler script).
+    pub mtime: Option<i64>,
+    /// Options of the alias or handler script that chose it.
+    pub options: Option<&'r AliasOptions>,
+    /// The callable, when fixed (`handle_request` of handler scripts, or a dispatch script's).
+    pub callable: Option<String>,
+    /// The application group, when a dispatch script chose it.
+    pub application_group: Option<String>,
+}
+
 /// Serves the request with the application in `script`.
-pub(super) fn serve(
-    r: &mut Request<'_>,
-    script: &str,
-    options: Option<&AliasOptions>,
-    daemon: Option<&GroupInfo>,
-) -> i32 {
+pub(super) fn serve(r: &mut Request<'_>, target: &Target<'_>, daemon: Option<&GroupInfo>) -> i32 {
+    let (script, options) = (target.script.as_str(), target.options);
     let dir = r.dir_config();
     let chunked_allowed = dir.chunked_request.unwrap_or(false);
     if let Err(status) = r.setup_body(chunked_allowed) {
@@ -85,8 +95,14 @@ pub(super) fn serve(
 
     let request_id = r.log_id();
     let (script_name, path_info) = split_script_name(r.uri(), r.path_info());
-    let group = application_group(r, options, &String::from_utf8_lossy(&script_name));
-    let callable = callable_object(r, options);
+    let group = target
+        .application_group
+        .clone()
+        .unwrap_or_else(|| application_group(r, options, &String::from_utf8_lossy(&script_name)));
+    let callable = target
+        .callable
+        .clone()
+        .unwrap_or_else(|| callable_object(r, options));
     let pass_authorization = options
         .and_then(|o| o.pass_authorization)
         .or(dir.pass_authorization)
@@ -135,7 +151,7 @@ pub(super) fn serve(
     let handler_name = String::from_utf8_lossy(r.handler()).into_owned();
     let spec = RequestSpec {
         script,
-        script_mtime: r.file_mtime(),
+        script_mtime: target.mtime.unwrap_or_else(|| r.file_mtime()),
         reloading: dir.script_reloading.unwrap_or(true),
         callable: &callable,
         cgi,

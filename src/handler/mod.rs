@@ -84,11 +84,24 @@ fn alias_options<'r>(r: &Request<'r>) -> Option<&'r AliasOptions> {
 
 /// The content handler.
 pub fn handle(r: &mut Request<'_>) -> i32 {
-    if !HANDLERS.contains(&r.handler()) {
+    let handler = r.handler();
+    let handler_script = r
+        .dir_config()
+        .handler_scripts
+        .iter()
+        .find(|h| h.name.as_bytes() == handler);
+    if handler_script.is_none() && !HANDLERS.contains(&handler) {
         return sys::DECLINED;
     }
     // Made now, so that every line logged for this request carries it.
     r.log_id();
+    let dispatch = match r.dir_config().dispatch_script.clone() {
+        Some(script) => crate::auth::dispatch(r, &script),
+        None => crate::auth::Dispatch::default(),
+    };
+    if let Some(handler_script) = handler_script {
+        return serve_handler_script(r, handler_script, dispatch);
+    }
     let script = String::from_utf8_lossy(r.filename()).into_owned();
     match r.file_kind() {
         FileKind::Regular => {}
@@ -102,7 +115,7 @@ pub fn handle(r: &mut Request<'_>) -> i32 {
         }
     }
     let options = alias_options(r);
-    let daemon = match daemon_group(r, options) {
+    let daemon = match daemon_group(r, options, dispatch.process_group.as_deref()) {
         Ok(daemon) => daemon,
         Err(status) => return status,
     };
@@ -116,7 +129,53 @@ pub fn handle(r: &mut Request<'_>) -> i32 {
     if r.rejects_path_info() && !r.path_info().is_empty() {
         return sys::HTTP_NOT_FOUND as i32;
     }
-    embedded::serve(r, &script, options, daemon.as_deref())
+    let target = embedded::Target {
+        script,
+        mtime: None,
+        options,
+        callable: dispatch.callable_object,
+        application_group: dispatch.application_group,
+    };
+    embedded::serve(r, &target, daemon.as_deref())
+}
+
+/// A request for a `WSGIHandlerScript` handler: the script's `handle_request` serves it,
+/// whatever file the URL maps to.
+fn serve_handler_script(
+    r: &mut Request<'_>,
+    handler: &crate::config::HandlerScript,
+    dispatch: crate::auth::Dispatch,
+) -> i32 {
+    let Ok(meta) = std::fs::metadata(&handler.script) else {
+        tracing::error!(
+            "WSGI0053: handler script '{}' of handler '{}' not found or unable to stat",
+            handler.script,
+            handler.name
+        );
+        return sys::HTTP_INTERNAL_SERVER_ERROR as i32;
+    };
+    let mtime = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
+    let options = Some(&handler.options);
+    let daemon = match daemon_group(r, options, dispatch.process_group.as_deref()) {
+        Ok(daemon) => daemon,
+        Err(status) => return status,
+    };
+    let target = embedded::Target {
+        script: handler.script.clone(),
+        mtime: Some(mtime),
+        options,
+        callable: Some(
+            dispatch
+                .callable_object
+                .unwrap_or_else(|| "handle_request".into()),
+        ),
+        application_group: dispatch.application_group,
+    };
+    embedded::serve(r, &target, daemon.as_deref())
 }
 
 /// The daemon process group that serves this request (`None`: embedded mode), or the status
@@ -124,9 +183,10 @@ pub fn handle(r: &mut Request<'_>) -> i32 {
 fn daemon_group(
     r: &Request<'_>,
     options: Option<&AliasOptions>,
+    dispatched: Option<&str>,
 ) -> Result<Option<std::sync::Arc<GroupInfo>>, i32> {
-    let configured = options
-        .and_then(|o| o.process_group.as_deref())
+    let configured = dispatched
+        .or(options.and_then(|o| o.process_group.as_deref()))
         .or(r.dir_config().process_group.as_deref())
         .unwrap_or("");
     let name = match configured
