@@ -125,9 +125,14 @@ pub fn run(info: &GroupInfo, listener: UnixListener, settings: PythonSettings, i
     let signal = signals
         .wait()
         .map_or_else(|_| "an error".to_owned(), |s| s.to_string());
-    let restart = shared.restart.lock().take();
-    let (why, limit) = match &restart {
-        Some(r) => (r.reason.clone(), r.drain),
+    // Looked at, not taken: request threads check it to stop accepting.
+    let restart = shared
+        .restart
+        .lock()
+        .as_ref()
+        .map(|r| (r.reason.clone(), r.drain));
+    let (why, limit) = match restart {
+        Some(r) => r,
         // SIGUSR1 asks for a graceful restart: requests under way get eviction-timeout (or
         // graceful-timeout) to finish.
         None if signal == "SIGXCPU" => {
@@ -524,8 +529,8 @@ fn serve_connection(shared: &Shared, mut stream: UnixStream, slot: &Slot) -> boo
         }
     };
     let _ = stream.set_read_timeout(None);
-    if shared.restart.lock().is_some() {
-        // Restarting: the replacement process will take it.
+    if shared.restart.lock().is_some() || shared.stopping.load(Ordering::Acquire) {
+        // Restarting or stopping: the replacement process will take it.
         let _ = protocol::write_frame(&mut stream, &Frame::Retry);
         return false;
     }
