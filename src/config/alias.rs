@@ -54,6 +54,7 @@ impl AliasOptions {
                     format!("'{option}' is not of the form name=value; options are {OPTIONS}"),
                 ));
             };
+            let value = super::unquote(value);
             match name {
                 "process-group" => parsed.process_group = Some(value.to_owned()),
                 "application-group" => {

@@ -191,7 +191,7 @@ impl DaemonConfig {
                     format!("'{option}' is not of the form option=value"),
                 ));
             };
-            config.set(key, value)?;
+            config.set(key, super::unquote(value))?;
         }
         if config.script_user.is_some() && config.script_group.is_some() {
             return Err(ConfigError::invalid(
@@ -402,6 +402,14 @@ mod tests {
         assert_eq!(d.memory_limit, Some(1_000_000));
         assert_eq!(d.request_timeout, Some(Duration::from_secs(30)));
         assert_eq!(d.cpu_priority, -5);
+        let quoted = parse(&[
+            "site",
+            "python-home=\"/srv/venv\"",
+            "display-name='%{GROUP}'",
+        ])
+        .unwrap();
+        assert_eq!(quoted.python_home, Some(PathBuf::from("/srv/venv")));
+        assert_eq!(quoted.display_name.as_deref(), Some("%{GROUP}"));
     }
 
     #[test]
@@ -417,6 +425,7 @@ mod tests {
             &["site", "header-buffer-size=100"],
             &["site", "script-user=a", "script-group=b"],
             &["site", "noequals"],
+            &["site", "python-home=\"relative\""],
             &["%{GLOBAL}"],
             &[],
         ] {

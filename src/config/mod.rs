@@ -69,6 +69,18 @@ impl ConfigError {
     }
 }
 
+/// An option value without the quotes around it: Apache splits `key="a value"` into one word
+/// and keeps the quotes, which the C module removes.
+pub fn unquote(value: &str) -> &str {
+    let bytes = value.as_bytes();
+    match (bytes.first(), bytes.last()) {
+        (Some(b'"'), Some(b'"')) | (Some(b'\''), Some(b'\'')) if bytes.len() >= 2 => {
+            &value[1..value.len() - 1]
+        }
+        _ => value,
+    }
+}
+
 /// Parses an On/Off argument (case-insensitive), as Apache's `FLAG` directives do.
 pub fn parse_on_off(directive: &'static str, value: &str) -> Result<bool, ConfigError> {
     if value.eq_ignore_ascii_case("on") {
