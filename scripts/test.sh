@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # scripts/test.sh: run every check and test of mod_wsgi-rs, from any directory.
 #
-#   1. scripts/deps.sh                       install missing Debian packages
+#   1. scripts/deps.sh --bench               install missing Debian packages (incl. wrk and
+#                                            the C mod_wsgi, for the benchmark smoke test)
 #   2. cargo fmt --all -- --check            formatting
 #   3. cargo clippy --all-targets -- -D warnings
 #   4. cargo build                           the tests load target/debug/libmod_wsgi.so
@@ -26,7 +27,7 @@ step() {
     echo "==== test.sh: $name: ok ($((SECONDS - start)) s)"
 }
 
-step deps ./scripts/deps.sh
+step deps ./scripts/deps.sh --bench
 step fmt cargo fmt --all -- --check
 step clippy cargo clippy --all-targets -- -D warnings
 step build cargo build
