@@ -16,6 +16,7 @@ pub mod apache;
 pub mod auth;
 pub mod config;
 pub mod daemon;
+pub mod express;
 pub mod handler;
 pub mod python;
 pub mod wsgi;

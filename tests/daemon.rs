@@ -18,7 +18,9 @@ def application(environ, start_response):
     if environ['PATH_INFO'] == '/fail':
         raise ValueError('daemon boom')
     body = environ['wsgi.input'].read()
+    import mod_wsgi
     out = '\n'.join([
+        'module_process_group=%s' % mod_wsgi.process_group,
         'pid=%d' % os.getpid(),
         'uid=%d' % os.getuid(),
         'process_group=%s' % environ['mod_wsgi.process_group'],
@@ -69,6 +71,7 @@ fn requests_run_in_the_daemon_processes() {
         assert_eq!(r.status, 200, "{}", server.error_log());
         let body = r.text();
         assert_eq!(field(&body, "process_group"), "site");
+        assert_eq!(field(&body, "module_process_group"), "site");
         assert_eq!(field(&body, "script_name"), "/d");
         assert_eq!(field(&body, "path_info"), "/x/y");
         assert_eq!(field(&body, "multithread"), "True");

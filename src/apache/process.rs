@@ -16,6 +16,8 @@ pub struct ProcessInfo {
     pub apache_version: (u32, u32, u32),
     /// Apache's description, e.g. `Apache/2.4.71 (Debian)`.
     pub server_description: String,
+    /// The daemon process group this process serves (`""` for Apache's own children).
+    pub process_group: String,
 }
 
 impl ProcessInfo {
@@ -32,6 +34,7 @@ impl ProcessInfo {
             maximum_processes: daemons,
             apache_version: parse_version(&description),
             server_description: description,
+            process_group: String::new(),
         }
     }
 }

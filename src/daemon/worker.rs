@@ -73,6 +73,7 @@ pub fn run(info: &GroupInfo, listener: UnixListener, settings: PythonSettings, i
     let info_for_python = ProcessInfo {
         threads_per_process: config.threads,
         maximum_processes: config.processes,
+        process_group: name.clone(),
         ..ProcessInfo::query()
     };
     runtime::start(&settings, &info_for_python);

@@ -105,7 +105,7 @@ fn try_configure(py: Python<'_>, group: &str) -> PyResult<()> {
         "implementation",
         concat!("mod_wsgi-rs ", env!("CARGO_PKG_VERSION")),
     )?;
-    mod_wsgi.add("process_group", "")?;
+    mod_wsgi.add("process_group", info.process_group.as_str())?;
     mod_wsgi.add("application_group", group)?;
     mod_wsgi.add("maximum_processes", info.maximum_processes)?;
     mod_wsgi.add("threads_per_process", info.threads_per_process)?;
