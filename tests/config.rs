@@ -119,6 +119,11 @@ const BAD_DIRECTIVES: &[Bad] = &[
         "WSGIImportScript /x.wsgi process-group=%{GLOBAL} application-group=%{RESOURCE}",
         "only %{GLOBAL} or a plain name",
     ),
+    bad(
+        Context::Server,
+        "WSGIImportScript /x.wsgi process-group=nosuch application-group=%{GLOBAL}",
+        "process-group=nosuch: no WSGIDaemonProcess of that name is defined before this line",
+    ),
     // Server-configuration-only directives: bad values...
     bad(Context::Server, "WSGIPythonHome", "WSGIPythonHome: takes one argument"),
     bad(Context::Server, "WSGIPythonHome /a /b", "takes one argument"),

@@ -778,3 +778,79 @@ def application(environ, start_response):
     std::thread::sleep(Duration::from_millis(300));
     assert_ne!(field(&server.get("/o").text(), "pid"), pid.to_string());
 }
+
+const PRELOADED_APP: &str = r#"
+import os, time
+LOADED_AT = time.time()
+with open(os.path.join(os.path.dirname(__file__), 'writable', 'loads-' + NAME), 'a') as f:
+    f.write('%d\n' % os.getpid())
+def application(environ, start_response):
+    import sys
+    body = 'pid=%d\nloaded_before=%s\nmodules=%d\n' % (
+        os.getpid(),
+        LOADED_AT < float(environ['mod_wsgi.request_start']),
+        sum(1 for m in sys.modules if m.startswith('_mod_wsgi_')),
+    )
+    start_response('200 OK', [('Content-Type', 'text/plain')])
+    return [body.encode()]
+"#;
+
+#[test]
+fn import_script_and_script_alias_preload_into_daemon_processes() {
+    let app = |name: &str| format!("NAME = '{name}'\n{PRELOADED_APP}");
+    let server = ServerBuilder::new()
+        .file("imported.wsgi", app("imported"))
+        .file("aliased.wsgi", app("aliased"))
+        .file("lazy.wsgi", app("lazy"))
+        .config(
+            "WSGIDaemonProcess pre processes=2 threads=2\n\
+             WSGIImportScript ${TEST_DIR}/imported.wsgi process-group=pre \
+             application-group=%{GLOBAL}\n\
+             WSGIScriptAlias /imported ${TEST_DIR}/imported.wsgi process-group=pre\n\
+             WSGIScriptAlias /aliased ${TEST_DIR}/aliased.wsgi process-group=pre \
+             application-group=%{GLOBAL}\n\
+             WSGIScriptAlias /lazy ${TEST_DIR}/lazy.wsgi process-group=pre\n\
+             WSGIApplicationGroup %{GLOBAL}",
+        )
+        .start();
+    let dir = server.dir().to_owned();
+    let loads = |name: &str| -> Vec<String> {
+        std::fs::read_to_string(dir.join(format!("writable/loads-{name}")))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    };
+    // Both daemon processes load both scripts at start, before any request.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while (loads("imported").len() < 2 || loads("aliased").len() < 2)
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(loads("imported").len(), 2, "{}", server.error_log());
+    assert_eq!(loads("aliased").len(), 2, "{}", server.error_log());
+    assert!(
+        loads("lazy").is_empty(),
+        "a script without both groups is not preloaded"
+    );
+    // Requests use the preloaded module: no second load.
+    for path in ["/imported", "/aliased"] {
+        for _ in 0..6 {
+            let r = server.get(path);
+            assert_eq!(r.status, 200, "{}", server.error_log());
+            assert_eq!(field(&r.text(), "loaded_before"), "True");
+        }
+    }
+    let mut imported = loads("imported");
+    imported.sort();
+    imported.dedup();
+    assert_eq!(
+        imported.len(),
+        2,
+        "each daemon loaded the script once: {imported:?}"
+    );
+    assert_eq!(loads("aliased").len(), 2);
+    assert_eq!(server.get("/lazy").status, 200);
+    assert_eq!(loads("lazy").len(), 1);
+}

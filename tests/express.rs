@@ -490,7 +490,15 @@ fn bad_command_lines_are_one_line_errors() {
     );
     assert_one_line_error(&run(&["frobnicate"]), "frobnicate");
     assert_one_line_error(&run(&[]), "subcommand");
-    for output in [run(&["start-server", "--bogus"]), run(&["frobnicate"])] {
+    assert_one_line_error(&run(&["start-server", "--port", "0"]), "'0'");
+    assert_one_line_error(&run(&["setup-server", "--https-port", "0"]), "'0'");
+    assert_one_line_error(&run(&["start-server", "--log-level", "loud"]), "loud");
+    for output in [
+        run(&["start-server", "--bogus"]),
+        run(&["frobnicate"]),
+        run(&["start-server", "--port", "0"]),
+        run(&["start-server", "--log-level", "loud"]),
+    ] {
         assert_eq!(output.status.code(), Some(2));
     }
 }
@@ -1039,6 +1047,41 @@ fn script_app_survives_restarts_and_stops_on_sigterm() {
         let body = wait_for_body(&server, "/sub", "SCRIPT_NAME=/sub", Duration::from_secs(15));
         assert!(body.contains("SCRIPT_NAME=/sub"), "{body}");
     }
+
+    // A second start on the same port, or from the same server root, fails without
+    // rewriting the running server's files.
+    let other = write(dir.path(), "other/other.wsgi", ECHO_SCRIPT);
+    let conf_before = fs::read(server.conf()).expect("httpd.conf");
+    let root = server.root.display().to_string();
+    let port = server.port.to_string();
+    let free = free_port().to_string();
+    let other = other.display().to_string();
+    assert_one_line_error(
+        &run(&[
+            "start-server",
+            &other,
+            "--port",
+            &port,
+            "--server-root",
+            &root,
+        ]),
+        &format!("port {port} on 127.0.0.1 is already in use"),
+    );
+    let line = assert_one_line_error(
+        &run(&[
+            "start-server",
+            &other,
+            "--port",
+            &free,
+            "--server-root",
+            &root,
+        ]),
+        "is still running from the server root",
+    );
+    assert!(line.contains("apachectl stop"), "{line}");
+    assert_eq!(fs::read(server.conf()).expect("httpd.conf"), conf_before);
+    let reply = server.get("/sub/x");
+    assert!(reply.body.contains("SCRIPT_NAME=/sub\n"), "{reply:?}");
     server.stop_with(Signal::SIGTERM);
 }
 

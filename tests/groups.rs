@@ -357,6 +357,35 @@ def application(environ, start_response):
 }
 
 #[test]
+fn a_script_alias_naming_both_groups_preloads_at_child_start() {
+    let app = r#"
+import sys, os
+sys.stderr.write('alias preloaded in %d\n' % os.getpid())
+def application(environ, start_response):
+    start_response('200 OK', [('Content-Type', 'text/plain')])
+    return [b'ok']
+"#;
+    let server = ServerBuilder::new()
+        .file("app.wsgi", app)
+        .file("lazy.wsgi", app.replace("alias preloaded", "lazy loaded"))
+        .config(
+            "WSGIScriptAlias /early ${TEST_DIR}/app.wsgi process-group=%{GLOBAL} \
+             application-group=early\n\
+             WSGIScriptAlias /lazy ${TEST_DIR}/lazy.wsgi application-group=early",
+        )
+        .allow_log("alias preloaded in")
+        .allow_log("lazy loaded in")
+        .start();
+    assert!(server.wait_for_log("alias preloaded in", Duration::from_secs(5)));
+    assert!(!server.error_log().contains("lazy loaded in"));
+    assert_eq!(server.get("/early").text(), "ok");
+    assert_eq!(server.get("/early").text(), "ok");
+    assert_eq!(server.error_log().matches("alias preloaded in").count(), 1);
+    assert_eq!(server.get("/lazy").text(), "ok");
+    assert!(server.error_log().contains("lazy loaded in"));
+}
+
+#[test]
 fn mod_wsgi_module_describes_the_process() {
     let app = r#"
 import mod_wsgi, apache

@@ -8,7 +8,7 @@ use std::ptr;
 use super::boundary::guard;
 use super::config::server_config_mut;
 use super::sys;
-use crate::config::{DirConfig, Directive, Scope};
+use crate::config::{DaemonNames, DirConfig, Directive, Scope};
 
 const COUNT: usize = Directive::ALL.len();
 
@@ -50,14 +50,16 @@ const fn table() -> [sys::command_rec; COUNT + 1] {
     table
 }
 
-/// Records a daemon group name for the configuration being read (kept in the configuration
-/// pool, so each read starts afresh); false if the name was already taken.
+/// The daemon group names of the configuration being read (kept in the configuration pool,
+/// so each read starts afresh).
 ///
 /// # Safety
-/// `pool` must be the live configuration pool.
-unsafe fn claim_daemon_name(pool: *mut sys::apr_pool_t, name: &str) -> bool {
+/// `pool` must be the live configuration pool, and the returned set must not be used after
+/// the pool is cleared nor while another reference to it exists (configuration is read on
+/// one thread, one directive at a time).
+unsafe fn daemon_names<'a>(pool: *mut sys::apr_pool_t) -> &'a mut DaemonNames {
     const KEY: &std::ffi::CStr = c"mod_wsgi_rs.daemon_names";
-    type Names = std::collections::HashSet<String>;
+    type Names = DaemonNames;
     let mut data: *mut c_void = ptr::null_mut();
     // SAFETY: live pool; userdata under our key is only ever a `Names` set by this function.
     unsafe {
@@ -71,7 +73,7 @@ unsafe fn claim_daemon_name(pool: *mut sys::apr_pool_t, name: &str) -> bool {
             data = Box::into_raw(Box::<Names>::default()).cast();
             sys::apr_pool_userdata_set(data, KEY.as_ptr(), Some(drop_names), pool);
         }
-        (*data.cast::<Names>()).insert(name.to_owned())
+        &mut *data.cast::<Names>()
     }
 }
 
@@ -113,9 +115,10 @@ unsafe extern "C" fn apply_directive(
                 &mut *mconfig.cast::<DirConfig>(),
             )
         };
-        // SAFETY: `cmd->pool` is the configuration pool of this read of the configuration.
-        let mut claim = |name: &str| unsafe { claim_daemon_name((*cmd).pool, name) };
-        match directive.apply(&args, server, dir, &mut claim) {
+        // SAFETY: `cmd->pool` is the configuration pool of this read of the configuration; the
+        // set is used for this directive only.
+        let names = unsafe { daemon_names((*cmd).pool) };
+        match directive.apply(&args, server, dir, names) {
             Ok(()) => ptr::null(),
             Err(e) => {
                 let message =

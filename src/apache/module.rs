@@ -149,8 +149,15 @@ fn start_daemons(pconf: *mut sys::apr_pool_t, server: *mut sys::server_rec) -> c
     // SAFETY: `server` is the live main server record; `timeout` is a plain number in µs.
     let apache_timeout = unsafe { (*server).timeout };
     let timeout = std::time::Duration::from_micros(u64::try_from(apache_timeout).unwrap_or(0));
-    let started =
-        crate::daemon::manager::start(pool, daemons, main.python.clone(), prefix, timeout);
+    let preloads = crate::config::preloads(servers.iter().map(|(_, config)| *config));
+    let started = crate::daemon::manager::start(
+        pool,
+        daemons,
+        main.python.clone(),
+        prefix,
+        timeout,
+        preloads,
+    );
     match started {
         Ok(()) => sys::OK as c_int,
         Err(e) => {
@@ -175,7 +182,7 @@ unsafe extern "C" fn child_init(pool: *mut sys::apr_pool_t, server: *mut sys::se
             crate::python::runtime::start(&settings, &info);
             // SAFETY: as above, for every virtual host of the configuration.
             let servers = unsafe { super::config::all_server_configs(server) };
-            crate::handler::preload(servers.iter().flat_map(|s| s.import_scripts.iter()));
+            crate::handler::preload("", &crate::config::preloads(servers.iter().copied()));
             // SAFETY: live child pool; the cleanup runs once when the child exits.
             unsafe { process::on_pool_cleanup(pool, stop_python) };
         },

@@ -4,8 +4,8 @@
 use std::ffi::CStr;
 
 use super::{
-    AuthScript, ConfigError, DaemonConfig, DirConfig, GroupSpec, HandlerScript, HeadMapping,
-    ImportScript, ScriptAlias, ServerConfig, parse_on_off,
+    AuthScript, ConfigError, DaemonConfig, DaemonNames, DirConfig, GroupSpec, HandlerScript,
+    HeadMapping, ImportScript, ScriptAlias, ServerConfig, parse_on_off,
 };
 
 /// Where a directive may appear (Apache's `req_override` for it is derived from this).
@@ -241,14 +241,14 @@ impl Directive {
     }
 
     /// Applies the directive's arguments. `server` is the record of the server or virtual host
-    /// being configured, `dir` the record of the enclosing section; `claim_name` records a
-    /// daemon group name for the whole configuration, returning false if it was taken.
+    /// being configured, `dir` the record of the enclosing section; `daemon_names` holds the
+    /// daemon group names of the whole configuration read so far.
     pub fn apply(
         self,
         args: &[String],
         server: &mut ServerConfig,
         dir: &mut DirConfig,
-        claim_name: &mut dyn FnMut(&str) -> bool,
+        daemon_names: &mut DaemonNames,
     ) -> Result<(), ConfigError> {
         let name = self.name();
         match self {
@@ -258,12 +258,23 @@ impl Directive {
                 return Ok(());
             }
             Self::ImportScript => {
-                server.import_scripts.push(ImportScript::parse(name, args)?);
+                let import = ImportScript::parse(name, args)?;
+                let group = &import.process_group;
+                if !group.is_empty() && !daemon_names.contains(group) {
+                    return Err(ConfigError::invalid(
+                        name,
+                        format!(
+                            "process-group={group}: no WSGIDaemonProcess of that name is \
+                             defined before this line"
+                        ),
+                    ));
+                }
+                server.import_scripts.push(import);
                 return Ok(());
             }
             Self::DaemonProcess => {
                 let daemon = DaemonConfig::parse(args)?;
-                if !claim_name(&daemon.name) {
+                if !daemon_names.insert(daemon.name.clone()) {
                     return Err(ConfigError::invalid(
                         name,
                         format!(
@@ -397,7 +408,7 @@ mod tests {
     fn apply(d: Directive, args: &[&str]) -> Result<(ServerConfig, DirConfig), ConfigError> {
         let (mut s, mut dir) = (ServerConfig::default(), DirConfig::default());
         let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
-        d.apply(&args, &mut s, &mut dir, &mut |_| true)
+        d.apply(&args, &mut s, &mut dir, &mut DaemonNames::new())
             .map(|()| (s, dir))
     }
 

@@ -171,6 +171,9 @@ impl PythonSettings {
     }
 }
 
+/// The daemon group names defined by the configuration read so far.
+pub type DaemonNames = std::collections::HashSet<String>;
+
 /// `WSGIImportScript script process-group=… application-group=…`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ImportScript {
@@ -215,23 +218,24 @@ impl ImportScript {
             }
         }
         let missing = |what| ConfigError::invalid(directive, format!("{what}= is required"));
-        let process_group = process_group.ok_or_else(|| missing("process-group"))?;
-        if !process_group.is_empty() {
-            // TODO(#5): preload into the daemon processes of that group.
-            return Err(ConfigError::invalid(
-                directive,
-                format!(
-                    "process-group={process_group}: preloading into daemon process groups is \
-                     not supported yet; use process-group=%{{GLOBAL}}"
-                ),
-            ));
-        }
         Ok(Self {
             script: script.clone(),
-            process_group,
+            process_group: process_group.ok_or_else(|| missing("process-group"))?,
             application_group: application_group.ok_or_else(|| missing("application-group"))?,
         })
     }
+}
+
+/// The scripts to load at start-up across servers (see [`ServerConfig::preloads`]), each once
+/// (a virtual host's record also holds the main server's aliases), in the order written.
+pub fn preloads<'a>(servers: impl IntoIterator<Item = &'a ServerConfig>) -> Vec<ImportScript> {
+    let mut all: Vec<ImportScript> = Vec::new();
+    for import in servers.into_iter().flat_map(ServerConfig::preloads) {
+        if !all.contains(&import) {
+            all.push(import);
+        }
+    }
+    all
 }
 
 /// Settings of one server or virtual host.
@@ -269,6 +273,33 @@ impl ServerConfig {
             own_daemons: over.own_daemons,
             restrict_embedded: base.restrict_embedded,
         }
+    }
+
+    /// The scripts this server has loaded when a process starts: its `WSGIImportScript`s,
+    /// then each `WSGIScriptAlias` that names both its process group and its application
+    /// group (either as `%{GLOBAL}` or a plain name).
+    pub fn preloads(&self) -> impl Iterator<Item = ImportScript> + '_ {
+        let from_aliases = self.script_aliases.iter().filter_map(|alias| {
+            if !matches!(alias.pattern, AliasPattern::Prefix(_)) {
+                return None;
+            }
+            let process_group = match alias.options.process_group.as_deref()? {
+                "%{GLOBAL}" => String::new(),
+                name if name.starts_with("%{") => return None,
+                name => name.to_owned(),
+            };
+            let application_group = match alias.options.application_group.as_ref()? {
+                GroupSpec::Global => String::new(),
+                GroupSpec::Literal(name) => name.clone(),
+                _ => return None,
+            };
+            Some(ImportScript {
+                script: alias.target.clone(),
+                process_group,
+                application_group,
+            })
+        });
+        self.import_scripts.iter().cloned().chain(from_aliases)
     }
 
     /// The first alias that maps `uri`, with what it maps it to.

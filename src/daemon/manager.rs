@@ -23,7 +23,7 @@ use super::protocol::SECRET_LEN;
 use super::worker;
 use crate::apache::log::LogTarget;
 use crate::apache::process::{self, ChildEvent, Forked, Pool};
-use crate::config::{DaemonConfig, Principal, PythonSettings};
+use crate::config::{DaemonConfig, ImportScript, Principal, PythonSettings};
 
 /// What Apache's children and the daemons need to know about a group.
 #[derive(Debug)]
@@ -39,6 +39,9 @@ pub struct GroupInfo {
     /// How long the Apache child waits on the daemon's socket (`socket-timeout`, else
     /// Apache's `Timeout`).
     pub socket_timeout: Duration,
+    /// The scripts its processes load when they start (`WSGIImportScript`, or a
+    /// `WSGIScriptAlias` naming both groups).
+    pub preload: Vec<ImportScript>,
 }
 
 struct GroupRuntime {
@@ -98,6 +101,7 @@ pub fn start(
     settings: PythonSettings,
     socket_prefix: Option<&str>,
     apache_timeout: Duration,
+    preloads: Vec<ImportScript>,
 ) -> Result<(), ManagerError> {
     stop_all();
     if daemons.is_empty() {
@@ -135,12 +139,18 @@ pub fn start(
             chown(&path, Some(owner.into()), None).map_err(|e| socket_error(e.into()))?;
         }
         let socket_timeout = config.socket_timeout.unwrap_or(apache_timeout);
+        let preload = preloads
+            .iter()
+            .filter(|p| p.process_group == config.name)
+            .cloned()
+            .collect();
         let info = GroupInfo {
             config,
             socket: path,
             secret,
             log_target,
             socket_timeout,
+            preload,
         };
         let processes = info.config.processes as usize;
         groups.push(GroupRuntime {

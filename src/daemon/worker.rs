@@ -23,7 +23,7 @@ use pyo3::prelude::*;
 use super::manager::{GroupInfo, resolve_group, resolve_user};
 use super::protocol::{self, Frame, HeadFrame, MAX_PAYLOAD, RequestFrame};
 use crate::apache::process::{self, ProcessInfo};
-use crate::config::{DaemonConfig, PythonSettings};
+use crate::config::{DaemonConfig, Principal, PythonSettings};
 use crate::python::runtime;
 use crate::wsgi::response::ResponseHead;
 use crate::wsgi::{self, Backend, BackendError, Outcome, RequestSpec};
@@ -77,6 +77,7 @@ pub fn run(info: &GroupInfo, listener: UnixListener, settings: PythonSettings, i
         ..ProcessInfo::query()
     };
     runtime::start(&settings, &info_for_python);
+    crate::handler::preload(name, &info.preload);
     tracing::info!(
         "daemon process {} of group '{name}' ready ({})",
         std::process::id(),
@@ -104,6 +105,10 @@ pub fn run(info: &GroupInfo, listener: UnixListener, settings: PythonSettings, i
         restart: Mutex::new(None),
         scripts: Mutex::new(std::collections::HashMap::new()),
     });
+    // A preloaded script counts as first seen now, so that a later change restarts the daemon.
+    for import in &info.preload {
+        script_changed(&shared, import.script.as_bytes());
+    }
     let listener = Arc::new(listener);
     for n in 0..config.threads {
         let (shared, listener) = (Arc::clone(&shared), Arc::clone(&listener));
@@ -338,6 +343,14 @@ fn stop_signals() -> SigSet {
     set
 }
 
+/// A user or group as written in the configuration, for messages.
+fn principal(p: &Principal) -> String {
+    match p {
+        Principal::Name(name) => format!("'{name}'"),
+        Principal::Id(id) => format!("#{id}"),
+    }
+}
+
 /// Switches to the configured user and groups, in the safe order (groups, then user), and
 /// checks the result; only when started as root.
 fn drop_privileges(config: &DaemonConfig) -> Result<(), String> {
@@ -346,11 +359,15 @@ fn drop_privileges(config: &DaemonConfig) -> Result<(), String> {
     }
     let identity = process::apache_identity();
     let uid = match &config.user {
-        Some(user) => resolve_user(user).ok_or_else(|| format!("unknown user {user:?}"))?,
+        Some(user) => {
+            resolve_user(user).ok_or_else(|| format!("unknown user {}", principal(user)))?
+        }
         None => identity.uid,
     };
     let gid = match &config.group {
-        Some(group) => resolve_group(group).ok_or_else(|| format!("unknown group {group:?}"))?,
+        Some(group) => {
+            resolve_group(group).ok_or_else(|| format!("unknown group {}", principal(group)))?
+        }
         None => identity.gid,
     };
     if uid == 0 {

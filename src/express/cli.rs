@@ -122,12 +122,13 @@ pub struct ServerArgs {
     pub host: String,
 
     /// The HTTP port.
-    #[arg(long, value_name = "NUMBER", default_value_t = 8000)]
+    #[arg(long, value_name = "NUMBER", default_value_t = 8000,
+          value_parser = clap::value_parser!(u16).range(1..))]
     pub port: u16,
 
     /// Also serve HTTPS on this port (needs --ssl-certificate-file and
     /// --ssl-certificate-key-file).
-    #[arg(long, value_name = "NUMBER")]
+    #[arg(long, value_name = "NUMBER", value_parser = clap::value_parser!(u16).range(1..))]
     pub https_port: Option<u16>,
 
     /// The PEM certificate for HTTPS.

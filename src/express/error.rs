@@ -88,6 +88,20 @@ pub enum ExpressError {
     )]
     ServerRootNotOurs(PathBuf),
 
+    /// An Apache started from this server root still runs.
+    #[error(
+        "Apache (pid {pid}) is still running from the server root {}; stop it first ({}/apachectl \
+         stop, or Ctrl-C where it runs) or choose another --server-root or --port",
+        .root.display(),
+        .root.display()
+    )]
+    ServerRootInUse {
+        /// The server root.
+        root: PathBuf,
+        /// The running Apache's pid.
+        pid: i32,
+    },
+
     /// A user or group named with `--user`/`--group` does not exist.
     #[error("there is no {kind} called '{name}' on this system")]
     UnknownAccount {
@@ -141,6 +155,17 @@ pub enum ExpressError {
         /// The error number.
         source: nix::Error,
     },
+}
+
+impl ExpressError {
+    /// Whether the command line itself is at fault (a bad option value or combination), which
+    /// exits with status 2 like the errors the argument parser finds.
+    pub fn is_usage(&self) -> bool {
+        matches!(
+            self,
+            Self::BadOption(_) | Self::BadPath { .. } | Self::UnknownAccount { .. }
+        )
+    }
 }
 
 impl ExpressError {

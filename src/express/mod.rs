@@ -30,6 +30,13 @@ use setup::{App, Setup};
 pub fn execute(cli: Cli) -> Result<()> {
     match cli.command {
         Command::StartServer(args) => {
+            if !args.setup_only {
+                // Before anything is written: a failed start must not touch a running server.
+                setup::check_port_free(&args.host, args.port)?;
+                if let Some(port) = args.https_port {
+                    setup::check_port_free(&args.host, port)?;
+                }
+            }
             let setup = prepare(&args)?;
             if args.setup_only {
                 print!("{}", summary(&setup, true));
@@ -73,6 +80,7 @@ fn prepare(args: &cli::ServerArgs) -> Result<Setup> {
     for warning in &setup.warnings {
         eprintln!("mod_wsgi-express: warning: {warning}");
     }
+    setup::check_root_not_running(&setup)?;
     setup::write_server_root(&setup)?;
     Ok(setup)
 }

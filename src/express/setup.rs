@@ -479,9 +479,37 @@ fn existing_dir(what: &'static str, path: &Path) -> Result<PathBuf> {
     let path = absolute(path)?;
     if path.is_dir() {
         Ok(path)
+    } else if path.exists() {
+        Err(ExpressError::BadOption(format!(
+            "{what} {} is not a folder",
+            path.display()
+        )))
     } else {
         Err(ExpressError::NotFound { what, path })
     }
+}
+
+/// Fails with [`ExpressError::ServerRootInUse`] when the server root's pid file names a live
+/// Apache started from it, whose files must not be rewritten under it.
+pub fn check_root_not_running(setup: &Setup) -> Result<()> {
+    let pid_file = setup.layout.pid_file();
+    let Ok(text) = std::fs::read_to_string(&pid_file) else {
+        return Ok(());
+    };
+    let Ok(pid) = text.trim().parse::<i32>() else {
+        return Ok(());
+    };
+    // A live process whose command line names this server root (pids are reused).
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let root = setup.layout.root.as_os_str().as_encoded_bytes();
+    let names_root = !root.is_empty() && cmdline.windows(root.len()).any(|w| w == root);
+    if pid > 0 && names_root {
+        return Err(ExpressError::ServerRootInUse {
+            root: setup.layout.root.clone(),
+            pid,
+        });
+    }
+    Ok(())
 }
 
 /// Fails with [`ExpressError::PortInUse`] when something listens on `host:port`: binds it for

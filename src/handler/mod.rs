@@ -40,11 +40,18 @@ pub fn translate(r: &mut Request<'_>) -> i32 {
     sys::OK as i32
 }
 
-/// Loads the `WSGIImportScript` scripts meant for Apache's own processes (`process-group` of
-/// `%{GLOBAL}`), at child start; failures are logged and the child carries on.
-pub fn preload<'a>(scripts: impl Iterator<Item = &'a ImportScript>) {
-    for import in scripts.filter(|i| i.process_group.is_empty()) {
+/// Loads the start-up scripts meant for this process: `process_group` is `""` in Apache's own
+/// children, the group's name in a daemon process. Failures are logged and the process
+/// carries on; a script alias to a folder is skipped.
+pub fn preload<'a>(process_group: &str, scripts: impl IntoIterator<Item = &'a ImportScript>) {
+    let mine = scripts
+        .into_iter()
+        .filter(|i| i.process_group == process_group);
+    for import in mine {
         let path = &import.script;
+        if std::path::Path::new(path).is_dir() {
+            continue;
+        }
         let mtime = std::fs::metadata(path)
             .and_then(|m| m.modified())
             .ok()
