@@ -248,6 +248,14 @@ fn bad_daemon_definitions_fail_the_config_test() {
             "duplicates an earlier daemon group",
         ),
         ("WSGIProcessGroup %{BOGUS}", "use %{GLOBAL}"),
+        (
+            "WSGIDaemonProcess a user=no-such-user-here",
+            "invalid user 'no-such-user-here': there is no such user on this system",
+        ),
+        (
+            "WSGIDaemonProcess a group=no-such-group-here",
+            "there is no such group on this system",
+        ),
     ] {
         let test = ServerBuilder::new().config(snippet).config_test();
         assert!(!test.ok, "{snippet}");

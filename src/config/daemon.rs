@@ -221,9 +221,22 @@ impl DaemonConfig {
                         "user=root: a WSGI daemon process may not run as root",
                     ));
                 }
+                if let Principal::Name(name) = &user
+                    && !matches!(nix::unistd::User::from_name(name), Ok(Some(_)))
+                {
+                    return Err(bad(key, value, "there is no such user on this system"));
+                }
                 self.user = Some(user);
             }
-            "group" => self.group = Some(Principal::parse(key, value)?),
+            "group" => {
+                let group = Principal::parse(key, value)?;
+                if let Principal::Name(name) = &group
+                    && !matches!(nix::unistd::Group::from_name(name), Ok(Some(_)))
+                {
+                    return Err(bad(key, value, "there is no such group on this system"));
+                }
+                self.group = Some(group);
+            }
             "supplementary-groups" => {
                 self.supplementary_groups = value
                     .split(',')
