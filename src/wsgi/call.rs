@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
-use pyo3::types::PyBytes;
+use pyo3::types::{PyBytes, PyList, PyTuple};
 
 use super::environ::{self, Extras};
 use super::file_wrapper::FileWrapper;
@@ -154,7 +154,15 @@ fn run_app(
         Err(e) => Err(e),
     };
     // close() is called whatever happened while iterating (PEP 3333).
-    let closed = match result.getattr_opt("close") {
+    // A list or tuple (the usual hello world answer) has no close(): skip the look-up, whose
+    // AttributeError costs a formatted message on every request.
+    let plain = result.is_exact_instance_of::<PyList>() || result.is_exact_instance_of::<PyTuple>();
+    let close = if plain {
+        Ok(None)
+    } else {
+        result.getattr_opt("close")
+    };
+    let closed = match close {
         Ok(Some(close)) => close.call0().map(drop),
         Ok(None) => Ok(()),
         Err(e) => Err(e),
