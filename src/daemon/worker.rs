@@ -588,6 +588,7 @@ fn serve_connection(shared: &Shared, mut stream: UnixStream, slot: &Slot) -> boo
         conn: Mutex::new(Conn {
             stream,
             body_done: false,
+            held: None,
         }),
     });
     let _ = shared.first_request_ms.compare_exchange(
@@ -604,7 +605,7 @@ fn serve_connection(shared: &Shared, mut stream: UnixStream, slot: &Slot) -> boo
     };
     slot.started_ms.store(0, Ordering::Release);
     let mut conn = backend.conn.lock();
-    let _ = protocol::write_frame(&mut conn.stream, &last);
+    let _ = conn.send(&last);
     true
 }
 
@@ -681,6 +682,24 @@ struct DaemonBackend {
 struct Conn {
     stream: UnixStream,
     body_done: bool,
+    /// The encoded `Head` frame, held back to go out in the same write as the frame after it
+    /// (each write wakes the Apache child; a small response then needs fewer wake-ups).
+    held: Option<Vec<u8>>,
+}
+
+impl Conn {
+    /// Writes `frame`, preceded by the held `Head` frame if there is one.
+    fn send(&mut self, frame: &Frame) -> Result<(), BackendError> {
+        use std::io::Write as _;
+        match self.held.take() {
+            None => protocol::write_frame(&mut self.stream, frame).map_err(|_| BackendError::Write),
+            Some(mut out) => {
+                frame.check().map_err(|_| BackendError::Write)?;
+                frame.encode(&mut out);
+                self.stream.write_all(&out).map_err(|_| BackendError::Write)
+            }
+        }
+    }
 }
 
 /// The most response bytes put in one frame.
@@ -696,7 +715,7 @@ impl Backend for DaemonBackend {
         let ask = Frame::ReadBody {
             max: u32::try_from(max).unwrap_or(u32::MAX),
         };
-        protocol::write_frame(&mut conn.stream, &ask).map_err(|_| BackendError::Read)?;
+        conn.send(&ask).map_err(|_| BackendError::Read)?;
         match protocol::read_frame(&mut conn.stream) {
             Ok(Frame::Body(data)) if data.len() <= max => {
                 buf[..data.len()].copy_from_slice(&data);
@@ -719,20 +738,29 @@ impl Backend for DaemonBackend {
             reason: head.reason.clone(),
             headers: head.headers.clone(),
         });
-        protocol::write_frame(&mut self.conn.lock().stream, &frame).map_err(|_| BackendError::Write)
+        frame.check().map_err(|_| BackendError::Write)?;
+        use std::io::Write as _;
+        let mut conn = self.conn.lock();
+        if let Some(earlier) = conn.held.take() {
+            // Not expected (a response has one head), but keep the frames in order.
+            conn.stream
+                .write_all(&earlier)
+                .map_err(|_| BackendError::Write)?;
+        }
+        conn.held = Some(frame.encoded());
+        Ok(())
     }
 
     fn write(&self, data: &[u8]) -> Result<(), BackendError> {
         let mut conn = self.conn.lock();
         for chunk in data.chunks(DATA_CHUNK) {
-            protocol::write_frame(&mut conn.stream, &Frame::Data(chunk.to_vec()))
-                .map_err(|_| BackendError::Write)?;
+            conn.send(&Frame::Data(chunk.to_vec()))?;
         }
         Ok(())
     }
 
     fn abort(&self) {
-        let _ = protocol::write_frame(&mut self.conn.lock().stream, &Frame::Abort);
+        let _ = self.conn.lock().send(&Frame::Abort);
     }
 
     /// Streams the file region to the Apache child (which cannot take a descriptor over the
@@ -753,8 +781,7 @@ impl Backend for DaemonBackend {
             if n == 0 {
                 break;
             }
-            protocol::write_frame(&mut conn.stream, &Frame::Data(chunk[..n].to_vec()))
-                .map_err(|_| BackendError::Write)?;
+            conn.send(&Frame::Data(chunk[..n].to_vec()))?;
             left -= n as u64;
         }
         Ok(true)
