@@ -214,11 +214,7 @@ fn call(
         lookup_env: &lookup,
     });
     let path = script.script.clone();
-    let mtime = std::fs::metadata(&path)
-        .and_then(|m| m.modified())
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
+    let mtime = crate::wsgi::script::file_mtime(&path);
 
     let outcome = r.with_io(|io| {
         runtime::run_in(&group, |py| {

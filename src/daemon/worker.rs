@@ -12,7 +12,7 @@ use std::os::fd::OwnedFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::time::{Duration, Instant, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use nix::sys::resource::{Resource, setrlimit};
 use nix::sys::signal::{SigSet, Signal};
@@ -107,7 +107,9 @@ pub fn run(info: &GroupInfo, listener: UnixListener, settings: PythonSettings, i
     });
     // A preloaded script counts as first seen now, so that a later change restarts the daemon.
     for import in &info.preload {
-        script_changed(&shared, import.script.as_bytes());
+        if let Ok(modified) = std::fs::metadata(&import.script).and_then(|m| m.modified()) {
+            script_changed(&shared, &import.script, modified);
+        }
     }
     let listener = Arc::new(listener);
     for n in 0..config.threads {
@@ -552,8 +554,10 @@ fn serve_connection(shared: &Shared, mut stream: UnixStream, slot: &Slot) -> boo
         let _ = protocol::write_frame(&mut stream, &Frame::Retry);
         return false;
     }
-    if request.reloading && script_changed(shared, &request.script) {
-        let script = String::from_utf8_lossy(&request.script).into_owned();
+    // One stat per request, for both the reload check and the script's load.
+    let script = String::from_utf8_lossy(&request.script).into_owned();
+    let modified = std::fs::metadata(&script).and_then(|m| m.modified()).ok();
+    if request.reloading && modified.is_some_and(|m| script_changed(shared, &script, m)) {
         request_restart(
             shared,
             format!("script '{script}' changed"),
@@ -597,7 +601,8 @@ fn serve_connection(shared: &Shared, mut stream: UnixStream, slot: &Slot) -> boo
         Ordering::AcqRel,
         Ordering::Acquire,
     );
-    let outcome = run_request(shared, &request, Arc::clone(&backend) as Arc<dyn Backend>);
+    let backend_dyn = Arc::clone(&backend) as Arc<dyn Backend>;
+    let outcome = run_request(shared, &request, &script, modified, backend_dyn);
     let last = match outcome {
         Some(Outcome::Sent) => Frame::End,
         Some(Outcome::NoCallable) => Frame::Failure { status: 404 },
@@ -609,29 +614,28 @@ fn serve_connection(shared: &Shared, mut stream: UnixStream, slot: &Slot) -> boo
     true
 }
 
-/// Whether the script's modification time differs from when this process first ran it (a
-/// daemon restarts to pick up a changed script, like C mod_wsgi's daemons).
-fn script_changed(shared: &Shared, script: &[u8]) -> bool {
-    let path = String::from_utf8_lossy(script).into_owned();
-    let Ok(mtime) = std::fs::metadata(&path).and_then(|m| m.modified()) else {
-        return false;
-    };
+/// Whether the script's modification time `mtime` differs from when this process first ran it
+/// (a daemon restarts to pick up a changed script, like C mod_wsgi's daemons).
+fn script_changed(shared: &Shared, script: &str, mtime: SystemTime) -> bool {
     let mut seen = shared.scripts.lock();
-    *seen.entry(path).or_insert(mtime) != mtime
+    match seen.get(script) {
+        Some(first) => *first != mtime,
+        None => {
+            seen.insert(script.to_owned(), mtime);
+            false
+        }
+    }
 }
 
 fn run_request(
     shared: &Shared,
     request: &RequestFrame,
+    script: &str,
+    modified: Option<SystemTime>,
     backend: Arc<dyn Backend>,
 ) -> Option<Outcome> {
-    let script = String::from_utf8_lossy(&request.script).into_owned();
-    let mtime = std::fs::metadata(&script)
-        .and_then(|m| m.modified())
-        .ok()
-        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
-    if mtime == 0 && !std::path::Path::new(&script).is_file() {
+    let mtime = wsgi::script::mtime_micros(modified);
+    if mtime == 0 && !std::path::Path::new(script).is_file() {
         tracing::error!(
             request_id = request.request_id.as_str(),
             "WSGI0020: target WSGI script not found or unable to stat: '{script}'"
@@ -640,7 +644,7 @@ fn run_request(
     }
     let info = crate::python::runtime::settings().map(|(_, info)| info.apache_version);
     let spec = RequestSpec {
-        script: &script,
+        script,
         script_mtime: mtime,
         reloading: request.reloading,
         callable: &request.callable,

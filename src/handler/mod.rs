@@ -52,11 +52,7 @@ pub fn preload<'a>(process_group: &str, scripts: impl IntoIterator<Item = &'a Im
         if std::path::Path::new(path).is_dir() {
             continue;
         }
-        let mtime = std::fs::metadata(path)
-            .and_then(|m| m.modified())
-            .ok()
-            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-            .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
+        let mtime = crate::wsgi::script::file_mtime(path);
         let loaded = crate::python::runtime::run_in(&import.application_group, |py| {
             match crate::wsgi::script::load(py, path, mtime, true) {
                 Ok(_) => true,
@@ -161,11 +157,7 @@ fn serve_handler_script(
         );
         return sys::HTTP_INTERNAL_SERVER_ERROR as i32;
     };
-    let mtime = meta
-        .modified()
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
+    let mtime = crate::wsgi::script::mtime_micros(meta.modified().ok());
     let options = Some(&handler.options);
     let daemon = match daemon_group(r, options, dispatch.process_group.as_deref()) {
         Ok(daemon) => daemon,

@@ -22,6 +22,18 @@ pub fn module_name(path: &str) -> String {
     name
 }
 
+/// A modification time as `load` compares it: microseconds since the epoch, 0 when unknown.
+pub fn mtime_micros(modified: Option<std::time::SystemTime>) -> i64 {
+    modified
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+}
+
+/// The modification time of the file at `path` (see [`mtime_micros`]).
+pub fn file_mtime(path: impl AsRef<std::path::Path>) -> i64 {
+    mtime_micros(std::fs::metadata(path).and_then(|m| m.modified()).ok())
+}
+
 /// The loaded module of the script at `path` (whose current mtime is `mtime`), loading or
 /// reloading it as needed. With reloading on, a script module may also define
 /// `reload_required(path)`: a true result reloads it (an exception is logged and ignored).
