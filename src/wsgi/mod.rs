@@ -3,9 +3,11 @@
 //! the outside is the [`Backend`] trait.
 //!
 //! Everything here is safe Rust over pyo3's `Bound` API and runs while the thread is attached
-//! to the right interpreter (see `src/python/interp.rs`). Backend I/O always happens with the
-//! GIL released (`py.detach`), and no lock of this layer is ever held while the GIL is being
-//! re-acquired.
+//! to the right interpreter (see `src/python/interp.rs`). Backend I/O that can block always
+//! happens with the GIL released (`py.detach`); what cannot block (setting the head, queueing
+//! the bytes of a list response with [`Backend::hold`]) is done without giving up the GIL, so
+//! a small response costs no extra GIL hand-off. No lock of this layer is ever held while the
+//! GIL is being re-acquired.
 
 pub mod call;
 pub mod environ;
@@ -25,10 +27,20 @@ pub trait Backend: Send + Sync {
     /// Reads up to `buf.len()` body bytes; `Ok(0)` at the end.
     fn read(&self, buf: &mut [u8]) -> Result<usize, BackendError>;
     /// Sets the status line and headers (sent with the first body bytes or at the end).
+    /// Must not block: it is called with the GIL held.
     fn set_head(&self, head: &response::ResponseHead) -> Result<(), BackendError>;
-    /// Sends body bytes.
+    /// Sends body bytes, after any held ones.
     fn write(&self, data: &[u8]) -> Result<(), BackendError>;
-    /// Ends the response abnormally, so the client sees it is incomplete.
+    /// Queues body bytes to go out after the application has returned (or with the next
+    /// `write`, `send_file` or `abort`), when the backend can do so without blocking.
+    /// `Ok(false)` when it cannot: the caller then sends them with `write`. Called with the
+    /// GIL held, for the items of a list or tuple response (already complete, so holding them
+    /// delays nothing the application could still be producing).
+    fn hold(&self, data: &[u8]) -> Result<bool, BackendError> {
+        let _ = data;
+        Ok(false)
+    }
+    /// Ends the response abnormally, so the client sees it is incomplete (held bytes first).
     fn abort(&self);
     /// Sends `len` bytes of the regular file `fd` from `offset` without copying them through
     /// Python; `Ok(false)` when this backend cannot, and the caller sends the bytes itself.
