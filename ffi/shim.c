@@ -48,6 +48,9 @@ apr_status_t wsgi_shim_pass_bytes(request_rec *r, apr_bucket_brigade *bb, const 
     return ap_pass_brigade(r->output_filters, bb);
 }
 
+/* Block size for reading a file bucket when sendfile is not used. */
+#define WSGI_SHIM_FILE_READ_SIZE (128 * 1024)
+
 static apr_status_t close_file(void *file)
 {
     return apr_file_close((apr_file_t *)file);
@@ -72,6 +75,7 @@ apr_status_t wsgi_shim_pass_file(request_rec *r, apr_bucket_brigade *bb, int fd,
     for (b = APR_BRIGADE_FIRST(bb); b != APR_BRIGADE_SENTINEL(bb); b = APR_BUCKET_NEXT(b)) {
         if (APR_BUCKET_IS_FILE(b)) {
             apr_bucket_file_enable_mmap(b, 0);
+            apr_bucket_file_set_buf_size(b, WSGI_SHIM_FILE_READ_SIZE);
         }
     }
     b = apr_bucket_eos_create(bb->bucket_alloc);

@@ -18,8 +18,8 @@ void wsgi_shim_log_server(const server_rec *s, const char *file, int line, int l
 void wsgi_shim_log_request(const request_rec *r, const char *file, int line, int level,
                            const char *message);
 
-/* Appends `len` bytes (copied into the brigade's allocator) and, when `flush` is set, a flush
- * bucket; returns the status of passing the brigade down the output filter chain. */
+/* Appends `len` bytes (a transient bucket: filters that keep it copy it) and, when `flush` is
+ * set, a flush bucket; returns the status of passing the brigade down the output filter chain. */
 apr_status_t wsgi_shim_pass_bytes(request_rec *r, apr_bucket_brigade *bb, const char *data,
                                   apr_size_t len, int flush);
 
@@ -27,7 +27,7 @@ apr_status_t wsgi_shim_pass_bytes(request_rec *r, apr_bucket_brigade *bb, const 
  * end-of-stream bucket (the file is the whole response, so filters such as byte ranges see
  * it complete). Takes ownership of `fd` (closed with the request pool). `sendfile` allows the
  * kernel's sendfile for it; memory mapping is always off (an application may truncate its
- * file). */
+ * file), and without sendfile the file is read in blocks of 128 KiB rather than APR's 8 KB. */
 apr_status_t wsgi_shim_pass_file(request_rec *r, apr_bucket_brigade *bb, int fd, apr_off_t offset,
                                  apr_off_t len, int sendfile);
 

@@ -701,3 +701,74 @@ def application(environ, start_response):
         "{results:?}"
     );
 }
+
+/// List and tuple responses, whose items the module holds back and sends in one piece after
+/// the application returns (up to a limit, past which it writes as it goes).
+const LIST_APP: &str = r#"
+def application(environ, start_response):
+    path = environ['PATH_INFO']
+    query = environ['QUERY_STRING']
+    if path == '/many':
+        items = [b'%04d;' % i for i in range(2000)] + [b'']
+    elif path == '/large':
+        items = [bytes([65 + i]) * (100 * 1024 + i) for i in range(6)]
+    else:
+        items = [b'ab', b'', b'cd', b'ef']
+    body_len = sum(len(i) for i in items)
+    headers = [('Content-Type', 'application/octet-stream')]
+    if 'short' in query:
+        headers.append(('Content-Length', str(body_len - 3)))
+    elif 'nolength' not in query:
+        headers.append(('Content-Length', str(body_len)))
+    start_response('200 OK', headers)
+    return tuple(items) if 'tuple' in query else items
+"#;
+
+in_both_modes!(list_and_tuple_responses_are_sent_whole);
+fn list_and_tuple_responses_are_sent_whole(mode: Mode) {
+    let server = ServerBuilder::new()
+        .file("app.wsgi", LIST_APP)
+        .config(&mode.config("WSGIScriptAlias /l ${TEST_DIR}/app.wsgi"))
+        .allow_log("WSGI0014")
+        .start();
+    let many: Vec<u8> = (0..2000)
+        .flat_map(|i| format!("{i:04};").into_bytes())
+        .collect();
+    let large: Vec<u8> = (0..6u8)
+        .flat_map(|i| vec![65 + i; 100 * 1024 + usize::from(i)])
+        .collect();
+    for query in ["", "tuple", "nolength", "tuple&nolength"] {
+        for (path, want) in [
+            ("/l/small", b"abcdef".to_vec()),
+            ("/l/many", many.clone()),
+            ("/l/large", large.clone()),
+        ] {
+            let r = get(server.port(), &format!("{path}?{query}"), "");
+            assert_eq!(r.status, 200, "{path}?{query}");
+            assert!(r.complete, "{path}?{query}: incomplete");
+            assert_eq!(r.body.len(), want.len(), "{path}?{query}");
+            assert!(r.body == want, "{path}?{query}: wrong bytes");
+            if query.contains("nolength") {
+                // Either framing is right without a declared length, as long as it ends.
+                assert!(
+                    r.header("Content-Length").is_some() || r.last_chunk,
+                    "{path}?{query}"
+                );
+            } else {
+                let length = want.len().to_string();
+                assert_eq!(r.header("Content-Length"), Some(length.as_str()));
+            }
+        }
+    }
+    // A Content-Length shorter than the items: the excess is not sent, and is logged.
+    let r = get(server.port(), "/l/large?short", "");
+    assert_eq!(r.status, 200);
+    assert!(r.body == large[..large.len() - 3], "short: wrong bytes");
+    let r = get(server.port(), "/l/small?short&tuple", "");
+    assert_eq!(r.text(), "abc");
+    assert!(
+        server.wait_for_log("WSGI0014", Duration::from_secs(5)),
+        "no WSGI0014 for the excess:\n{}",
+        server.error_log()
+    );
+}

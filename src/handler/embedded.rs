@@ -5,6 +5,8 @@
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 
+use parking_lot::Mutex;
+
 use super::{application_group, callable_object, split_script_name};
 use crate::apache::{Header, IoError, Request, RequestIo, sys};
 use crate::config::{AliasOptions, HeadMapping};
@@ -18,6 +20,36 @@ use crate::wsgi::{self, Backend, BackendError, Outcome, RequestSpec};
 pub struct EmbeddedBackend {
     io: RequestIo,
     sendfile: bool,
+    /// Bytes of a list response held back ([`Backend::hold`]) until the application has
+    /// returned and the GIL is released; then sent in one write.
+    held: Mutex<Vec<u8>>,
+}
+
+/// The most bytes an embedded response holds back before writing.
+const HOLD_LIMIT: usize = 256 * 1024;
+
+impl EmbeddedBackend {
+    /// Writes the held bytes, if any, before other output.
+    fn write_held(&self) -> Result<(), BackendError> {
+        let held = std::mem::take(&mut *self.held.lock());
+        if held.is_empty() {
+            return Ok(());
+        }
+        self.io.write(&held).map_err(backend_error)
+    }
+
+    /// Ends the response after the application returned: the held bytes go out, flushed (as
+    /// every write is: leaving them to Apache's end-of-request flush measured 20% slower at 1
+    /// connection). Called without the GIL.
+    fn complete(&self) {
+        let held = std::mem::take(&mut *self.held.lock());
+        if held.is_empty() {
+            return;
+        }
+        if let Err(e) = self.io.write(&held) {
+            tracing::debug!("client went away while sending the response: {e}");
+        }
+    }
 }
 
 fn backend_error(e: IoError) -> BackendError {
@@ -45,14 +77,26 @@ impl Backend for EmbeddedBackend {
     }
 
     fn write(&self, data: &[u8]) -> Result<(), BackendError> {
+        self.write_held()?;
         self.io.write(data).map_err(backend_error)
     }
 
+    fn hold(&self, data: &[u8]) -> Result<bool, BackendError> {
+        let mut held = self.held.lock();
+        if held.len() + data.len() > HOLD_LIMIT {
+            return Ok(false);
+        }
+        held.extend_from_slice(data);
+        Ok(true)
+    }
+
     fn abort(&self) {
+        let _ = self.write_held();
         let _ = self.io.abort();
     }
 
     fn send_file(&self, fd: OwnedFd, offset: u64, len: u64) -> Result<bool, BackendError> {
+        self.write_held()?;
         self.io
             .send_file(fd, offset, len, self.sendfile)
             .map(|()| true)
@@ -173,11 +217,15 @@ pub(super) fn serve(r: &mut Request<'_>, target: &Target<'_>, daemon: Option<&Gr
         return crate::daemon::client::relay(r, &spec, group, error_override);
     }
     let outcome = r.with_io(|io| {
-        let backend: Arc<dyn Backend> = Arc::new(EmbeddedBackend {
+        let backend = Arc::new(EmbeddedBackend {
             io: io.clone(),
             sendfile: dir.enable_sendfile.unwrap_or(false),
+            held: Mutex::new(Vec::new()),
         });
-        runtime::run_in(&group, |py| wsgi::serve(py, &spec, backend))
+        let shared = Arc::clone(&backend) as Arc<dyn Backend>;
+        let outcome = runtime::run_in(&group, |py| wsgi::serve(py, &spec, shared));
+        backend.complete();
+        outcome
     });
     match outcome {
         Ok(Outcome::Sent) => sys::OK as i32,

@@ -226,7 +226,13 @@ fn send_file_wrapper(
 }
 
 /// Sends every item of the application's iterable; stops quietly if the client went away.
+///
+/// The items of a list or tuple are all there already: they are held by the backend (when it
+/// can) and go out after the application has returned, in one write with no extra GIL
+/// hand-off. Anything else is sent item by item as it is produced (streaming).
 fn send_iterable(py: Python<'_>, result: &Bound<'_, PyAny>, sr: &StartResponse) -> PyResult<()> {
+    let complete =
+        result.is_exact_instance_of::<PyList>() || result.is_exact_instance_of::<PyTuple>();
     for item in result.try_iter()? {
         let item = item?;
         let bytes = item.cast::<PyBytes>().map_err(|_| {
@@ -237,7 +243,12 @@ fn send_iterable(py: Python<'_>, result: &Bound<'_, PyAny>, sr: &StartResponse) 
                     .map_or_else(|_| "?".into(), |n| n.to_string())
             ))
         })?;
-        if !sr.send(py, bytes.as_bytes())? {
+        let sent = if complete {
+            sr.send_held(py, bytes.as_bytes())?
+        } else {
+            sr.send(py, bytes.as_bytes())?
+        };
+        if !sent {
             tracing::debug!("client connection closed; response abandoned");
             break;
         }

@@ -88,6 +88,19 @@ struct State {
     client_gone: bool,
 }
 
+impl State {
+    /// How many of `len` more bytes the declared Content-Length still allows.
+    fn allowed(&self, len: usize) -> usize {
+        match self.content_length {
+            Some(declared) => {
+                let left = declared.saturating_sub(self.sent);
+                len.min(usize::try_from(left).unwrap_or(usize::MAX))
+            }
+            None => len,
+        }
+    }
+}
+
 /// How the end of a response went.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Finish {
@@ -136,6 +149,43 @@ impl StartResponse {
         self.state.lock().head_sent
     }
 
+    /// Queues a body block of a list or tuple response with the backend ([`Backend::hold`]),
+    /// without giving up the GIL: the head is set if it was not yet, and at most what
+    /// Content-Length still allows is kept. Sent with [`StartResponse::send`] when the backend
+    /// cannot hold it. `Ok(false)` when the client has gone.
+    pub fn send_held(&self, py: Python<'_>, data: &[u8]) -> PyResult<bool> {
+        let held = {
+            let mut st = self.state.lock();
+            if st.client_gone || data.is_empty() {
+                return Ok(!st.client_gone);
+            }
+            let Some(head) = st.head.as_ref() else {
+                return Err(SendError::NotStarted.into_py());
+            };
+            if !st.head_sent {
+                self.backend
+                    .set_head(head)
+                    .map_err(|e| SendError::Backend(e).into_py())?;
+                st.head_sent = true;
+            }
+            let keep = st.allowed(data.len());
+            match self.backend.hold(&data[..keep]) {
+                Ok(true) => {
+                    st.excess += (data.len() - keep) as u64;
+                    st.sent += keep as u64;
+                    true
+                }
+                Ok(false) => false,
+                Err(e) => {
+                    st.client_gone = true;
+                    tracing::debug!("client went away while sending the response: {e}");
+                    return Ok(false);
+                }
+            }
+        };
+        if held { Ok(true) } else { self.send(py, data) }
+    }
+
     /// Sends a body block: the head first if it has not gone yet, then at most what
     /// Content-Length still allows. `Ok(false)` when the client has gone.
     pub fn send(&self, py: Python<'_>, data: &[u8]) -> PyResult<bool> {
@@ -156,15 +206,9 @@ impl StartResponse {
                 backend.set_head(head).map_err(SendError::Backend)?;
                 st.head_sent = true;
             }
-            let allowed = match st.content_length {
-                Some(declared) => {
-                    let left = declared.saturating_sub(st.sent);
-                    let keep = data.len().min(usize::try_from(left).unwrap_or(usize::MAX));
-                    st.excess += (data.len() - keep) as u64;
-                    &data[..keep]
-                }
-                None => data,
-            };
+            let keep = st.allowed(data.len());
+            st.excess += (data.len() - keep) as u64;
+            let allowed = &data[..keep];
             if !allowed.is_empty() {
                 if let Err(e) = backend.write(allowed) {
                     st.client_gone = true;
@@ -178,35 +222,37 @@ impl StartResponse {
         result.map_err(SendError::into_py)
     }
 
-    /// Completes the response after the application's iterable is exhausted.
+    /// Completes the response after the application's iterable is exhausted. Gives up the GIL
+    /// only to cut a short response (setting the head does not block).
     pub fn finish(&self, py: Python<'_>) -> Result<Finish, BackendError> {
-        let backend = &*self.backend;
-        let header_only = self.header_only;
-        let state = &self.state;
-        py.detach(|| {
-            let mut st = state.lock();
+        let finish = {
+            let mut st = self.state.lock();
             if !st.head_sent {
                 let Some(head) = st.head.as_ref() else {
                     return Ok(Finish::NotStarted);
                 };
-                backend.set_head(head)?;
+                self.backend.set_head(head)?;
                 st.head_sent = true;
             }
             match st.content_length {
-                Some(declared) if st.sent < declared && !st.client_gone && !header_only => {
-                    backend.abort();
-                    Ok(Finish::Short {
+                Some(declared) if st.sent < declared && !st.client_gone && !self.header_only => {
+                    Finish::Short {
                         declared,
                         sent: st.sent,
-                    })
+                    }
                 }
-                Some(declared) if st.excess > 0 => Ok(Finish::Long {
+                Some(declared) if st.excess > 0 => Finish::Long {
                     declared,
                     excess: st.excess,
-                }),
-                _ => Ok(Finish::Complete),
+                },
+                _ => Finish::Complete,
             }
-        })
+        };
+        if matches!(finish, Finish::Short { .. }) {
+            let backend = &*self.backend;
+            py.detach(|| backend.abort());
+        }
+        Ok(finish)
     }
 
     /// Sends a whole file region as the body (`wsgi.file_wrapper` over a regular file), when
