@@ -63,6 +63,32 @@ impl State {
         }
     }
 
+    /// Fills `out` completely (from the buffer first, then straight from the backend, with no
+    /// copy in between); fewer bytes only at the end of the body. Returns how many it got.
+    fn read_into(&mut self, backend: &dyn Backend, out: &mut [u8]) -> Result<usize, BackendError> {
+        let buffered = self.available().len().min(out.len());
+        out[..buffered].copy_from_slice(&self.available()[..buffered]);
+        self.start += buffered;
+        let mut got = buffered;
+        while got < out.len() {
+            if let Some(e) = self.failed {
+                return Err(e);
+            }
+            if self.eof {
+                break;
+            }
+            match backend.read(&mut out[got..]) {
+                Ok(0) => self.eof = true,
+                Ok(n) => got += n,
+                Err(e) => {
+                    self.failed = Some(e);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(got)
+    }
+
     fn take(&mut self, n: usize) -> Vec<u8> {
         let n = n.min(self.available().len());
         let out = self.available()[..n].to_vec();
@@ -138,6 +164,31 @@ impl Input {
     }
 }
 
+/// The largest `read(n)` read straight into a bytes object of `n` bytes (allocated before
+/// anything is read, so `n` is bounded; larger reads grow a buffer as the bytes arrive).
+const DIRECT_READ_MAX: usize = 1024 * 1024;
+
+impl Input {
+    /// `read(n)` into a new bytes object, with the GIL released while the backend reads (the
+    /// object is not yet visible to any other Python code). Cut to size at the end of the body.
+    fn read_direct<'py>(&self, py: Python<'py>, n: usize) -> PyResult<Bound<'py, PyBytes>> {
+        let backend = &*self.backend;
+        let state = &self.state;
+        let mut got = 0;
+        let bytes = PyBytes::new_with(py, n, |out| {
+            got = py
+                .detach(|| state.lock().read_into(backend, out))
+                .map_err(read_error)?;
+            Ok(())
+        })?;
+        if got == n {
+            Ok(bytes)
+        } else {
+            Ok(PyBytes::new(py, &bytes.as_bytes()[..got]))
+        }
+    }
+}
+
 fn read_error(e: BackendError) -> PyErr {
     PyOSError::new_err(format!("mod_wsgi request data read error: {e}"))
 }
@@ -152,10 +203,12 @@ impl Input {
     #[pyo3(signature = (size = None))]
     fn read<'py>(&self, py: Python<'py>, size: Option<isize>) -> PyResult<Bound<'py, PyBytes>> {
         let limit = limit(size);
-        if limit == Some(0) {
-            return Ok(PyBytes::new(py, b""));
+        match limit {
+            Some(0) => Ok(PyBytes::new(py, b"")),
+            // The usual `read(n)` of a body read in blocks: straight into the bytes object.
+            Some(n) if n <= DIRECT_READ_MAX => self.read_direct(py, n),
+            _ => self.run(py, |st, b| st.read(b, limit)),
         }
-        self.run(py, |st, b| st.read(b, limit))
     }
 
     #[pyo3(signature = (size = None))]
@@ -247,6 +300,20 @@ mod tests {
         assert_eq!(st.read(&b, None).unwrap(), b"gh");
         assert_eq!(st.read(&b, None).unwrap(), b"");
         assert_eq!(st.readline(&b, None).unwrap(), b"");
+    }
+
+    #[test]
+    fn direct_reads_take_the_buffer_first_and_stop_at_the_end() {
+        let b = body(b"ab\ncdefgh");
+        let mut st = State::default();
+        assert_eq!(st.readline(&b, None).unwrap(), b"ab\n");
+        let mut out = [0u8; 5];
+        assert_eq!(st.read_into(&b, &mut out).unwrap(), 5);
+        assert_eq!(&out, b"cdefg");
+        assert_eq!(st.read_into(&b, &mut out).unwrap(), 1);
+        assert_eq!(out[0], b'h');
+        assert_eq!(st.read_into(&b, &mut out).unwrap(), 0);
+        assert_eq!(st.read(&b, None).unwrap(), b"");
     }
 
     #[test]
