@@ -261,6 +261,9 @@ class Target:
         module = self.args.module if self.name.startswith("rs-") else C_MODULE
         lines.append(f'LoadModule wsgi_module "{module}"')
         lines.append(f'WSGISocketPrefix "{self.dir}/wsgi"')
+        # Both modules may then send wsgi.file_wrapper files with sendfile, as the static
+        # target does (EnableSendfile On above); both default to Off.
+        lines.append("WSGIEnableSendfile On")
         script = os.path.join(self.app_dir, "app.py")
         venv = self.args.venv
         if self.mode == "embedded":
