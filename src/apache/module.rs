@@ -175,6 +175,10 @@ unsafe extern "C" fn child_init(pool: *mut sys::apr_pool_t, server: *mut sys::se
             // SAFETY: Apache passes the main server record and the child's pool, both valid for the
             // child's life.
             unsafe { log::install(server) };
+            // Before the MPM starts the worker threads, which would each make an arena.
+            if let Some(arenas) = process::limit_malloc_arenas() {
+                tracing::debug!("malloc arenas limited to {arenas} (one per CPU)");
+            }
             // SAFETY: as above; the main server's record holds our configuration.
             let settings = unsafe { server_config(server) }.python.clone();
             let info = process::ProcessInfo::query();
