@@ -219,6 +219,67 @@ fn restrict_embedded_refuses_requests_not_sent_to_a_daemon() {
     assert_eq!(server.get("/e").status, 500);
 }
 
+/// How many processes have logged that Python started in them, once `expected` have (or after
+/// 10 s): the 2 daemons of `daemon_server`, plus its one Apache child if Python starts there.
+fn processes_with_python(server: &support::Server, expected: usize) -> usize {
+    let count = || {
+        server
+            .error_log()
+            .lines()
+            .filter(|l| l.contains("Python 3.") && l.contains(" initialised ("))
+            .count()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while count() < expected && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Time for a line that should not come.
+    std::thread::sleep(Duration::from_millis(300));
+    count()
+}
+
+#[test]
+fn restrict_embedded_starts_no_python_in_apache_children() {
+    let server = daemon_server("WSGIRestrictEmbedded On").start();
+    assert_eq!(server.get("/d").status, 200);
+    assert_eq!(
+        processes_with_python(&server, 2),
+        2,
+        "{}",
+        server.error_log()
+    );
+
+    // Without it, the child starts Python for embedded requests (as the C module does).
+    let server = daemon_server("").start();
+    assert_eq!(server.get("/e").status, 200);
+    assert_eq!(
+        processes_with_python(&server, 3),
+        3,
+        "{}",
+        server.error_log()
+    );
+}
+
+#[test]
+fn restrict_embedded_still_starts_python_for_scripts_that_run_in_apache_children() {
+    const ACCESS: &str = "def allow_access(environ, host):\n    return True\n";
+    let server = daemon_server(
+        "WSGIRestrictEmbedded On\n\
+         <Location /d>\n\
+         WSGIAccessScript ${TEST_DIR}/access.py\n\
+         </Location>",
+    )
+    .file("access.py", ACCESS)
+    .start();
+    assert_eq!(server.get("/d").status, 200, "{}", server.error_log());
+    assert_eq!(
+        processes_with_python(&server, 3),
+        3,
+        "{}",
+        server.error_log()
+    );
+}
+
 #[test]
 fn daemons_stop_with_apache() {
     let server = daemon_server("").start();

@@ -77,6 +77,47 @@ unsafe fn daemon_names<'a>(pool: *mut sys::apr_pool_t) -> &'a mut DaemonNames {
     }
 }
 
+/// The configuration-pool key under which [`note_script_for_children`] leaves its mark.
+const SCRIPTS_IN_CHILDREN: &std::ffi::CStr = c"mod_wsgi_rs.scripts_in_children";
+
+/// Records, in the configuration pool, that the server configuration names a script that runs
+/// in Apache's children ([`Directive::runs_in_apache_children`]). `.htaccess` files, read per
+/// request in a child with the request's pool as `cmd->pool`, are not recorded.
+///
+/// # Safety
+/// `cmd` must be Apache's live cmd_parms for the directive being read.
+unsafe fn note_script_for_children(cmd: *mut sys::cmd_parms, directive: Directive) {
+    // The mark is the key itself: a static that outlives every pool.
+    static MARK: u8 = 1;
+    if !directive.runs_in_apache_children() {
+        return;
+    }
+    // SAFETY: live cmd_parms (caller); its server's process record lives for the process.
+    unsafe {
+        let pconf = (*(*(*cmd).server).process).pconf;
+        if (*cmd).pool == pconf {
+            let mark = (&raw const MARK).cast_mut().cast();
+            sys::apr_pool_userdata_set(mark, SCRIPTS_IN_CHILDREN.as_ptr(), None, pconf);
+        }
+    }
+}
+
+/// Whether the configuration read for this generation names a script that runs in Apache's
+/// children (access, authentication, authorization or dispatch), so Python must start there.
+///
+/// # Safety
+/// `server` must be a live server record.
+pub unsafe fn scripts_in_children(server: *const sys::server_rec) -> bool {
+    let mut data: *mut c_void = ptr::null_mut();
+    // SAFETY: live server record (caller); its process's configuration pool is live while the
+    // configuration it holds is in use.
+    unsafe {
+        let pconf = (*(*server).process).pconf;
+        sys::apr_pool_userdata_get(&mut data, SCRIPTS_IN_CHILDREN.as_ptr(), pconf);
+    }
+    !data.is_null()
+}
+
 /// Apache calls this for every `WSGI*` directive in the configuration.
 unsafe extern "C" fn apply_directive(
     cmd: *mut sys::cmd_parms,
@@ -119,7 +160,11 @@ unsafe extern "C" fn apply_directive(
         // set is used for this directive only.
         let names = unsafe { daemon_names((*cmd).pool) };
         match directive.apply(&args, server, dir, names) {
-            Ok(()) => ptr::null(),
+            Ok(()) => {
+                // SAFETY: live cmd_parms, whose server record lives for this configuration.
+                unsafe { note_script_for_children(cmd, directive) };
+                ptr::null()
+            }
             Err(e) => {
                 let message =
                     std::ffi::CString::new(e.to_string().replace('\0', " ")).unwrap_or_default();

@@ -175,14 +175,29 @@ unsafe extern "C" fn child_init(pool: *mut sys::apr_pool_t, server: *mut sys::se
             // SAFETY: Apache passes the main server record and the child's pool, both valid for the
             // child's life.
             unsafe { log::install(server) };
+            // Before the MPM starts the worker threads, which would each make an arena.
+            if let Some(arenas) = process::limit_malloc_arenas() {
+                tracing::debug!("malloc arenas limited to {arenas} (one per CPU)");
+            }
             // SAFETY: as above; the main server's record holds our configuration.
-            let settings = unsafe { server_config(server) }.python.clone();
-            let info = process::ProcessInfo::query();
+            let main = unsafe { server_config(server) };
             crate::daemon::manager::close_listeners();
-            crate::python::runtime::start(&settings, &info);
             // SAFETY: as above, for every virtual host of the configuration.
             let servers = unsafe { super::config::all_server_configs(server) };
-            crate::handler::preload("", &crate::config::preloads(servers.iter().copied()));
+            let preloads = crate::config::preloads(servers.iter().copied());
+            // As with the C module: under WSGIRestrictEmbedded On, Python starts in Apache's
+            // children only for what runs there whatever the process group (access, auth and
+            // dispatch scripts in the server configuration, WSGIImportScript for %{GLOBAL}).
+            let python_needed = !main.restrict_embedded
+                || preloads.iter().any(|p| p.process_group.is_empty())
+                // SAFETY: as above.
+                || unsafe { super::directives::scripts_in_children(server) };
+            if !python_needed {
+                tracing::debug!("WSGIRestrictEmbedded On: Python is not started in this child");
+                return;
+            }
+            crate::python::runtime::start(&main.python, &process::ProcessInfo::query());
+            crate::handler::preload("", &preloads);
             // SAFETY: live child pool; the cleanup runs once when the child exits.
             unsafe { process::on_pool_cleanup(pool, stop_python) };
         },

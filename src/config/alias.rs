@@ -144,7 +144,11 @@ impl ScriptAlias {
     pub fn apply(&self, uri: &[u8]) -> Option<AliasMatch> {
         let (mut target, matched) = match &self.pattern {
             AliasPattern::Prefix(prefix) => {
-                (self.target.as_bytes().to_vec(), prefix_match(uri, prefix)?)
+                let matched = prefix_match(uri, prefix)?;
+                // Room for the rest of the URL too: no realloc when it is appended below.
+                let mut target = Vec::with_capacity(self.target.len() + uri.len() + 1 - matched);
+                target.extend_from_slice(self.target.as_bytes());
+                (target, matched)
             }
             AliasPattern::Regex(re) => {
                 let caps = re.captures(uri)?;

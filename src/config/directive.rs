@@ -173,6 +173,19 @@ impl Directive {
         self.c_name().to_str().unwrap_or("WSGI?")
     }
 
+    /// Whether the directive names a script that runs in Apache's own children whatever the
+    /// process group (access, authentication, authorization and dispatch scripts): Python must
+    /// start there even with `WSGIRestrictEmbedded On`.
+    pub const fn runs_in_apache_children(self) -> bool {
+        matches!(
+            self,
+            Self::AccessScript
+                | Self::AuthUserScript
+                | Self::AuthGroupScript
+                | Self::DispatchScript
+        )
+    }
+
     /// Where it may be written.
     pub const fn scope(self) -> Scope {
         match self {

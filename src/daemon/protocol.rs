@@ -509,15 +509,7 @@ pub fn read_frame(r: &mut impl Read) -> Result<Frame, ProtocolError> {
     }
     let (code, len) = parse_header(header)?;
 
-    let mut payload = Vec::with_capacity(len.min(READ_RESERVE));
-    let limit = u64::try_from(len).unwrap_or(u64::MAX);
-    r.by_ref().take(limit).read_to_end(&mut payload)?;
-    if payload.len() < len {
-        return Err(ProtocolError::Io(format!(
-            "connection closed after {} of the {len} payload bytes of a frame",
-            payload.len()
-        )));
-    }
+    let payload = read_payload(r, len)?;
 
     // Body and Data keep the buffer just read instead of copying it.
     match code {
@@ -532,6 +524,31 @@ pub fn read_frame(r: &mut impl Read) -> Result<Frame, ProtocolError> {
         }
         _ => parse_payload(code, &payload),
     }
+}
+
+/// Reads a payload of `len` bytes into a buffer of exactly that size.
+///
+/// The buffer starts at [`READ_RESERVE`] bytes and doubles as the bytes arrive, never past
+/// `len`. (`read_to_end` on the whole payload doubled a full buffer once more to look for the
+/// end: a 256 KiB Data frame took a 512 KiB buffer, over glibc's mmap threshold, and freeing it
+/// raised the thresholds with which every malloc arena of the process keeps free memory.)
+fn read_payload(r: &mut impl Read, len: usize) -> Result<Vec<u8>, ProtocolError> {
+    let mut payload = Vec::new();
+    while payload.len() < len {
+        let step = (len - payload.len()).min(payload.len().max(READ_RESERVE));
+        payload.reserve_exact(step);
+        let limit = u64::try_from(step).unwrap_or(u64::MAX);
+        // With exactly `step` bytes of room, `read_to_end` stops at the limit without growing
+        // the buffer.
+        let got = r.by_ref().take(limit).read_to_end(&mut payload)?;
+        if got < step {
+            return Err(ProtocolError::Io(format!(
+                "connection closed after {} of the {len} payload bytes of a frame",
+                payload.len()
+            )));
+        }
+    }
+    Ok(payload)
 }
 
 /// Writes one frame to a blocking stream and flushes it.
@@ -1100,6 +1117,27 @@ mod tests {
         }
         assert_eq!(read_frame(&mut cursor), Err(ProtocolError::Closed));
         assert_eq!(read_frame(&mut cursor), Err(ProtocolError::Closed));
+    }
+
+    #[test]
+    fn large_payloads_are_read_into_buffers_of_their_own_size() {
+        for len in [
+            READ_RESERVE - 1,
+            READ_RESERVE,
+            4 * READ_RESERVE,
+            3 * READ_RESERVE + 5,
+        ] {
+            let data: Vec<u8> = (0..=255).cycle().take(len).collect();
+            let bytes = Frame::Data(data.clone()).encoded();
+            let Frame::Data(read) = read_frame(&mut Cursor::new(&bytes)).unwrap() else {
+                panic!("not a Data frame");
+            };
+            assert_eq!(read, data);
+            assert_eq!(read.capacity(), len, "buffer for a payload of {len} bytes");
+
+            let cut = read_frame(&mut Cursor::new(&bytes[..bytes.len() - 1])).unwrap_err();
+            assert!(matches!(cut, ProtocolError::Io(_)), "{cut:?}");
+        }
     }
 
     #[test]

@@ -33,6 +33,10 @@ pub fn run(info: &GroupInfo, listener: UnixListener, settings: PythonSettings, i
     let config = &info.config;
     let name = &config.name;
     info.log_target.make_default();
+    // Before any thread starts: 16 request threads would otherwise make up to 8 arenas per CPU.
+    if let Some(arenas) = process::limit_malloc_arenas() {
+        tracing::debug!("malloc arenas limited to {arenas} (one per CPU)");
+    }
     // Signals are handled by the main thread alone, from the start: a stop request that
     // arrives while the daemon is still starting waits for it, and is then honoured.
     let signals = stop_signals();

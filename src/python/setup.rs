@@ -46,10 +46,12 @@ if group:
 
 if restrict_signal:
     import signal as _signal
-    import traceback as _traceback
     _getsignal = _signal.getsignal
     import mod_wsgi as _mod_wsgi
     def _ignored_signal(signalnum, handler):
+        # Imported when needed: traceback brings tokenize, linecache and textwrap, about
+        # 230 KiB in every interpreter of every process.
+        import traceback as _traceback
         stack = ''.join(_traceback.format_stack()[:-1]).rstrip('\\n')
         _mod_wsgi._log_warning(
             'WSGI0027: signal.signal(%r, ...) ignored: the Apache process owns its signals '
