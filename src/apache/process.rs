@@ -288,10 +288,10 @@ pub fn watch_child(pool: Pool, pid: i32, slot: usize, on_event: fn(usize, ChildE
 /// glibc gives each new thread that allocates an arena of its own, up to 8 per CPU, and every
 /// arena keeps at least 128 KiB of freed memory (`M_TOP_PAD`) plus what its threads' caches
 /// hold. Apache's own threads allocate from APR pools, whose memory APR maps itself (Debian
-/// builds it so), so in an Apache child the arenas serve this module's short-lived allocations
-/// only. Measured (docs/performance.md, "Memory of the Apache children in daemon mode"): 15
-/// arenas for 64 worker threads on 2 CPUs, 2 to 6 MiB per child, for a live heap of 34 KB.
-/// No more threads than CPUs run at once, so one arena per CPU keeps lock contention low.
+/// builds it so): with the C module, a child's 15 arenas hold 150 KiB in all. This module's
+/// short-lived allocations made them hold 4 to 6 MiB per child (docs/performance.md, "Memory
+/// of the Apache children in daemon mode"), for a live heap of 34 KB. No more threads than
+/// CPUs run at once, so one arena per CPU keeps lock contention low.
 ///
 /// Call it before the process starts threads: arenas already made stay.
 pub fn limit_malloc_arenas() -> Option<usize> {
