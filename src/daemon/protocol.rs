@@ -235,6 +235,19 @@ impl Frame {
         out
     }
 
+    /// Appends `data` to `out` as Data frames of at most `chunk` bytes each (at least 1, at most
+    /// [`MAX_PAYLOAD`]), without building a [`Frame`] that would own a copy of the bytes.
+    /// Nothing is appended for empty `data`, since a Data frame is never empty.
+    pub fn encode_data(data: &[u8], chunk: usize, out: &mut Vec<u8>) {
+        let chunk = chunk.clamp(1, MAX_PAYLOAD);
+        let frames = data.len().div_ceil(chunk);
+        out.reserve(data.len() + frames * HEADER_LEN);
+        for piece in data.chunks(chunk) {
+            out.extend_from_slice(&header(DATA, piece.len()));
+            out.extend_from_slice(piece);
+        }
+    }
+
     /// Takes one frame from the front of `buf`.
     ///
     /// Returns `Ok(None)` while `buf` holds less than a whole frame, and `Ok(Some((frame,
@@ -556,6 +569,27 @@ pub fn write_frame(w: &mut impl Write, frame: &Frame) -> Result<(), ProtocolErro
     Ok(())
 }
 
+/// Writes `data` as one Data frame, header then the borrowed payload, without copying it, and
+/// flushes.
+///
+/// # Errors
+///
+/// [`ProtocolError::InvalidValue`] for empty `data` and [`ProtocolError::TooLarge`] over
+/// [`MAX_PAYLOAD`], with nothing written; [`ProtocolError::TimedOut`] or [`ProtocolError::Io`]
+/// when the stream fails.
+pub fn write_data(w: &mut impl Write, data: &[u8]) -> Result<(), ProtocolError> {
+    if data.is_empty() {
+        return Err(ProtocolError::InvalidValue("empty Data frame"));
+    }
+    if data.len() > MAX_PAYLOAD {
+        return Err(ProtocolError::TooLarge(data.len()));
+    }
+    w.write_all(&header(DATA, data.len()))?;
+    w.write_all(data)?;
+    w.flush()?;
+    Ok(())
+}
+
 /// The header of a frame of type `code` with a payload of `len` bytes (`u32::MAX` when `len`
 /// does not fit, which no decoder accepts).
 fn header(code: u8, len: usize) -> [u8; HEADER_LEN] {
@@ -759,6 +793,23 @@ mod tests {
             );
         }
         assert_eq!(seen, (1..=12).collect());
+    }
+
+    #[test]
+    fn encode_data_matches_data_frames() {
+        let data: Vec<u8> = (0..=255).cycle().take(1000).collect();
+        let mut out = b"before".to_vec();
+        Frame::encode_data(&data, 300, &mut out);
+        let mut expected = b"before".to_vec();
+        for piece in data.chunks(300) {
+            Frame::Data(piece.to_vec()).encode(&mut expected);
+        }
+        assert_eq!(out, expected);
+
+        let mut empty = Vec::new();
+        Frame::encode_data(&[], 300, &mut empty);
+        Frame::encode_data(b"x", 0, &mut empty);
+        assert_eq!(empty, Frame::Data(b"x".to_vec()).encoded());
     }
 
     #[test]

@@ -592,7 +592,7 @@ fn serve_connection(shared: &Shared, mut stream: UnixStream, slot: &Slot) -> boo
         conn: Mutex::new(Conn {
             stream,
             body_done: false,
-            held: None,
+            held: Vec::new(),
         }),
     });
     let _ = shared.first_request_ms.compare_exchange(
@@ -686,28 +686,53 @@ struct DaemonBackend {
 struct Conn {
     stream: UnixStream,
     body_done: bool,
-    /// The encoded `Head` frame, held back to go out in the same write as the frame after it
-    /// (each write wakes the Apache child; a small response then needs fewer wake-ups).
-    held: Option<Vec<u8>>,
+    /// Encoded frames held back to go out in the same write as the next frame that is sent
+    /// (each write wakes the Apache child): the `Head`, and the `Data` of a list response
+    /// ([`Backend::hold`]). A hello world then goes out as one write of Head, Data and End.
+    held: Vec<u8>,
 }
 
 impl Conn {
-    /// Writes `frame`, preceded by the held `Head` frame if there is one.
+    /// Writes `frame`, preceded by the held frames if there are any.
     fn send(&mut self, frame: &Frame) -> Result<(), BackendError> {
         use std::io::Write as _;
-        match self.held.take() {
-            None => protocol::write_frame(&mut self.stream, frame).map_err(|_| BackendError::Write),
-            Some(mut out) => {
-                frame.check().map_err(|_| BackendError::Write)?;
-                frame.encode(&mut out);
-                self.stream.write_all(&out).map_err(|_| BackendError::Write)
-            }
+        if self.held.is_empty() {
+            return protocol::write_frame(&mut self.stream, frame).map_err(|_| BackendError::Write);
         }
+        frame.check().map_err(|_| BackendError::Write)?;
+        let mut out = std::mem::take(&mut self.held);
+        frame.encode(&mut out);
+        self.stream.write_all(&out).map_err(|_| BackendError::Write)
+    }
+
+    /// Writes `data` as Data frames, after the held frames.
+    fn send_data(&mut self, data: &[u8]) -> Result<(), BackendError> {
+        use std::io::Write as _;
+        for chunk in data.chunks(DATA_CHUNK) {
+            if self.held.is_empty() && chunk.len() >= COPY_AT_LEAST {
+                // Large: not copied into a buffer; header and payload in two writes.
+                protocol::write_data(&mut self.stream, chunk).map_err(|_| BackendError::Write)?;
+                continue;
+            }
+            let mut out = std::mem::take(&mut self.held);
+            Frame::encode_data(chunk, DATA_CHUNK, &mut out);
+            self.stream
+                .write_all(&out)
+                .map_err(|_| BackendError::Write)?;
+        }
+        Ok(())
     }
 }
 
 /// The most response bytes put in one frame.
 const DATA_CHUNK: usize = 256 * 1024;
+
+/// The most bytes [`Conn::held`] may grow to through [`Backend::hold`]; a list response larger
+/// than this is written as it is sent.
+const HOLD_LIMIT: usize = 256 * 1024;
+
+/// Data blocks at least this large that find nothing held go out without being copied first.
+const COPY_AT_LEAST: usize = 64 * 1024;
 
 impl Backend for DaemonBackend {
     fn read(&self, buf: &mut [u8]) -> Result<usize, BackendError> {
@@ -736,6 +761,7 @@ impl Backend for DaemonBackend {
         }
     }
 
+    /// Holds the `Head` frame (never writes: called with the GIL held).
     fn set_head(&self, head: &ResponseHead) -> Result<(), BackendError> {
         let frame = Frame::Head(HeadFrame {
             status: head.status,
@@ -743,24 +769,31 @@ impl Backend for DaemonBackend {
             headers: head.headers.clone(),
         });
         frame.check().map_err(|_| BackendError::Write)?;
-        use std::io::Write as _;
-        let mut conn = self.conn.lock();
-        if let Some(earlier) = conn.held.take() {
-            // Not expected (a response has one head), but keep the frames in order.
-            conn.stream
-                .write_all(&earlier)
-                .map_err(|_| BackendError::Write)?;
-        }
-        conn.held = Some(frame.encoded());
+        // Appended after anything already held (not expected: a response has one head), so
+        // the frames stay in order.
+        frame.encode(&mut self.conn.lock().held);
         Ok(())
     }
 
     fn write(&self, data: &[u8]) -> Result<(), BackendError> {
-        let mut conn = self.conn.lock();
-        for chunk in data.chunks(DATA_CHUNK) {
-            conn.send(&Frame::Data(chunk.to_vec()))?;
+        self.conn.lock().send_data(data)
+    }
+
+    /// Holds `data` as Data frames while the held bytes stay within [`HOLD_LIMIT`]; never
+    /// writes (called with the GIL held).
+    fn hold(&self, data: &[u8]) -> Result<bool, BackendError> {
+        // Another thread of the application reading the body holds the lock while it waits
+        // for the child: do not wait for it with the GIL held.
+        let Some(mut conn) = self.conn.try_lock() else {
+            return Ok(false);
+        };
+        let frames = data.len().div_ceil(DATA_CHUNK);
+        let grown = conn.held.len() + data.len() + frames * protocol::HEADER_LEN;
+        if grown > HOLD_LIMIT {
+            return Ok(false);
         }
-        Ok(())
+        Frame::encode_data(data, DATA_CHUNK, &mut conn.held);
+        Ok(true)
     }
 
     fn abort(&self) {
@@ -785,9 +818,133 @@ impl Backend for DaemonBackend {
             if n == 0 {
                 break;
             }
-            conn.send(&Frame::Data(chunk[..n].to_vec()))?;
+            conn.send_data(&chunk[..n])?;
             left -= n as u64;
         }
         Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn connected() -> (DaemonBackend, UnixStream) {
+        let (ours, theirs) = UnixStream::pair().expect("socket pair");
+        theirs.set_nonblocking(true).expect("non-blocking");
+        let conn = Conn {
+            stream: ours,
+            body_done: false,
+            held: Vec::new(),
+        };
+        let backend = DaemonBackend {
+            conn: Mutex::new(conn),
+        };
+        (backend, theirs)
+    }
+
+    fn head() -> ResponseHead {
+        ResponseHead {
+            status: 200,
+            reason: Some("OK".into()),
+            headers: vec![("Content-Type".into(), "text/plain".into())],
+        }
+    }
+
+    /// Everything the peer can read now, as frames.
+    fn frames(peer: &mut UnixStream) -> Vec<Frame> {
+        use std::io::Read as _;
+        let mut bytes = Vec::new();
+        let mut buf = [0; 4096];
+        loop {
+            match peer.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => bytes.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) => panic!("read: {e}"),
+            }
+        }
+        let mut out = Vec::new();
+        let mut at = 0;
+        while let Some((frame, used)) = Frame::decode(&bytes[at..]).expect("valid frames") {
+            out.push(frame);
+            at += used;
+        }
+        assert_eq!(at, bytes.len(), "a partial frame");
+        out
+    }
+
+    #[test]
+    fn head_and_held_data_go_out_with_the_end() {
+        let (backend, mut peer) = connected();
+        backend.set_head(&head()).expect("head");
+        assert_eq!(backend.hold(b"hello, "), Ok(true));
+        assert_eq!(backend.hold(b""), Ok(true));
+        assert_eq!(backend.hold(b"world\n"), Ok(true));
+        assert!(
+            frames(&mut peer).is_empty(),
+            "nothing is written before the end"
+        );
+
+        backend.conn.lock().send(&Frame::End).expect("end");
+        let expected = vec![
+            Frame::Head(HeadFrame {
+                status: 200,
+                reason: Some("OK".into()),
+                headers: vec![("Content-Type".into(), "text/plain".into())],
+            }),
+            Frame::Data(b"hello, ".to_vec()),
+            Frame::Data(b"world\n".to_vec()),
+            Frame::End,
+        ];
+        assert_eq!(frames(&mut peer), expected);
+    }
+
+    #[test]
+    fn holding_stops_at_the_limit_and_writes_keep_the_order() {
+        let (backend, mut peer) = connected();
+        backend.set_head(&head()).expect("head");
+        let block = vec![b'x'; 100 * 1024];
+        assert_eq!(backend.hold(&block), Ok(true));
+        assert_eq!(backend.hold(&block), Ok(true));
+        assert_eq!(backend.hold(&block), Ok(false), "over 256 KiB");
+        assert!(frames(&mut peer).is_empty());
+
+        // What could not be held is written, after what was.
+        backend.write(b"tail").expect("write");
+        let got = frames(&mut peer);
+        assert_eq!(got.len(), 4);
+        assert!(matches!(&got[0], Frame::Head(_)));
+        assert_eq!(got[1], Frame::Data(block.clone()));
+        assert_eq!(got[2], Frame::Data(block));
+        assert_eq!(got[3], Frame::Data(b"tail".to_vec()));
+    }
+
+    #[test]
+    fn held_frames_precede_an_abort_and_large_writes_are_split() {
+        let (backend, mut peer) = connected();
+        backend.set_head(&head()).expect("head");
+        backend.abort();
+        let got = frames(&mut peer);
+        assert!(
+            matches!(&got[..], [Frame::Head(_), Frame::Abort]),
+            "{got:?}"
+        );
+
+        let (backend, peer) = connected();
+        let reader = std::thread::spawn(move || {
+            peer.set_nonblocking(false).expect("blocking");
+            let mut peer = peer;
+            let mut sizes = Vec::new();
+            while let Ok(frame) = protocol::read_frame(&mut peer) {
+                if let Frame::Data(data) = frame {
+                    sizes.push(data.len());
+                }
+            }
+            sizes
+        });
+        backend.write(&vec![1; DATA_CHUNK + 10]).expect("write");
+        drop(backend);
+        assert_eq!(reader.join().expect("reader"), [DATA_CHUNK, 10]);
     }
 }
