@@ -8,6 +8,7 @@
 //! for it (and `100 Continue` is only sent then). A daemon that goes away before its response
 //! is complete gives the client a 502 if nothing was sent yet, else a cut-short response.
 
+use std::io::Write as _;
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
@@ -35,7 +36,7 @@ pub fn relay(
         );
         return sys::HTTP_FORBIDDEN as i32;
     }
-    let request = Frame::Request(Box::new(RequestFrame {
+    let frame = Frame::Request(Box::new(RequestFrame {
         secret: group.secret,
         script: spec.script.as_bytes().to_vec(),
         application_group: spec.application_group.to_owned(),
@@ -51,6 +52,15 @@ pub fn relay(
             .map(|(k, v)| (k.to_vec(), v.to_vec()))
             .collect(),
     }));
+    // Encoded once, for every attempt.
+    let request = match frame.check() {
+        Ok(()) => frame.encoded(),
+        Err(e) => {
+            tracing::error!("WSGI0041: cannot send the request to daemon process '{name}': {e}");
+            return sys::HTTP_SERVICE_UNAVAILABLE as i32;
+        }
+    };
+    drop(frame);
     let header_limit = match group.config.header_buffer_size {
         0 => 32_768,
         n => n,
@@ -64,7 +74,7 @@ pub fn relay(
         if attempt > 0 && std::time::Instant::now() > deadline {
             break;
         }
-        let Some(mut stream) = connect(group) else {
+        let Some(stream) = connect(group) else {
             tracing::error!(
                 "WSGI0040: unable to connect to WSGI daemon process '{name}' on '{}' after {} s",
                 group.socket.display(),
@@ -73,12 +83,25 @@ pub fn relay(
             return sys::HTTP_SERVICE_UNAVAILABLE as i32;
         };
         let _ = stream.set_read_timeout(Some(timeout));
-        let _ = stream.set_write_timeout(Some(timeout));
-        if let Err(e) = protocol::write_frame(&mut stream, &request) {
-            tracing::error!("WSGI0041: cannot send the request to daemon process '{name}': {e}");
+        // A write blocks only when the socket's buffer is full: a small request fits in it
+        // (the write timeout is then set before the first body reply, see `exchange`).
+        let timed_writes = request.len() > UNTIMED_WRITE_MAX;
+        if timed_writes {
+            let _ = stream.set_write_timeout(Some(timeout));
+        }
+        if let Err(e) = (&stream).write_all(&request) {
+            tracing::error!(
+                "WSGI0041: cannot send the request to daemon process '{name}': {}",
+                ProtocolError::from(e)
+            );
             return sys::HTTP_SERVICE_UNAVAILABLE as i32;
         }
-        let relayed = r.with_io(|io| exchange(io, &mut stream, name, error_override, header_limit));
+        let link = Link {
+            stream: &stream,
+            name,
+            timeout: (!timed_writes).then_some(timeout),
+        };
+        let relayed = r.with_io(|io| exchange(io, link, error_override, header_limit));
         match relayed {
             Relayed::Done(status) => return status,
             Relayed::Redirect(location) => {
@@ -93,6 +116,25 @@ pub fn relay(
     }
     tracing::error!("WSGI0050: daemon process '{name}' kept restarting; request not run");
     sys::HTTP_SERVICE_UNAVAILABLE as i32
+}
+
+/// The largest request frame written without a write timeout on the socket. Writes to a Unix
+/// socket block only when its send buffer (about 208 KiB by default on Linux) is full, and
+/// the daemon reads a whole request frame before it asks for any body.
+const UNTIMED_WRITE_MAX: usize = 16 * 1024;
+
+/// The read buffer of a daemon connection. One `recv` then returns all the frames the daemon
+/// wrote together (Head, Data and End of a small response). Kept under 64 KiB: glibc merges
+/// its free chunks (`malloc_consolidate`) when a chunk of 64 KiB or more is freed.
+const READ_BUFFER: usize = 32 * 1024;
+
+/// The connection to the daemon for one exchange.
+struct Link<'s> {
+    stream: &'s UnixStream,
+    /// The group's name, for messages.
+    name: &'s str,
+    /// The write timeout to set before the first body reply, when it is not set yet.
+    timeout: Option<Duration>,
 }
 
 /// How one exchange with a daemon ended.
@@ -192,11 +234,12 @@ fn oversized_header(head: &protocol::HeadFrame, limit: usize) -> bool {
 
 fn exchange(
     io: &RequestIo,
-    stream: &mut UnixStream,
-    name: &str,
+    mut link: Link<'_>,
     error_override: bool,
     header_limit: usize,
 ) -> Relayed {
+    let name = link.name;
+    let mut frames = std::io::BufReader::with_capacity(READ_BUFFER, link.stream);
     let mut head_sent = false;
     let mut body_read = false;
     let mut accepted = false;
@@ -208,7 +251,7 @@ fn exchange(
     // per request showed up as memset and malloc_consolidate in the profile of hello world.
     let mut body: Vec<u8> = Vec::new();
     loop {
-        let frame = match protocol::read_frame(stream) {
+        let frame = match protocol::read_frame(&mut frames) {
             Ok(frame) => frame,
             // The daemon went away before it took the request (it was exiting): nothing ran.
             Err(e) if !accepted && !matches!(e, ProtocolError::TimedOut) => {
@@ -246,7 +289,10 @@ fn exchange(
                     }
                     Err(_) => Frame::BodyError,
                 };
-                if protocol::write_frame(stream, &reply).is_err() {
+                if let Some(timeout) = link.timeout.take() {
+                    let _ = link.stream.set_write_timeout(Some(timeout));
+                }
+                if protocol::write_frame(&mut link.stream, &reply).is_err() {
                     return Relayed::Done(if head_sent {
                         sys::OK as i32
                     } else {

@@ -530,8 +530,7 @@ fn accept_loop(shared: &Shared, listener: &UnixListener, slot: usize) {
 
 /// Serves one connection; true when the application ran.
 fn serve_connection(shared: &Shared, mut stream: UnixStream, slot: &Slot) -> bool {
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(60)));
-    let request = match protocol::read_frame(&mut stream) {
+    let request = match read_request(&mut stream) {
         Ok(Frame::Request(request)) if request.secret_matches(&shared.info.secret) => request,
         Ok(Frame::Request(_)) => {
             tracing::warn!("WSGI0039: dropped a connection whose request had a wrong secret");
@@ -548,7 +547,6 @@ fn serve_connection(shared: &Shared, mut stream: UnixStream, slot: &Slot) -> boo
             return false;
         }
     };
-    let _ = stream.set_read_timeout(None);
     if shared.restart.lock().is_some() || shared.stopping.load(Ordering::Acquire) {
         // Restarting or stopping: the replacement process will take it.
         let _ = protocol::write_frame(&mut stream, &Frame::Retry);
@@ -593,6 +591,7 @@ fn serve_connection(shared: &Shared, mut stream: UnixStream, slot: &Slot) -> boo
             stream,
             body_done: false,
             held: Vec::new(),
+            limited_reads: true,
         }),
     });
     let _ = shared.first_request_ms.compare_exchange(
@@ -612,6 +611,37 @@ fn serve_connection(shared: &Shared, mut stream: UnixStream, slot: &Slot) -> boo
     let mut conn = backend.conn.lock();
     let _ = conn.send(&last);
     true
+}
+
+/// How long a new connection may take to send its request frame.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The bytes of a request frame that [`read_request`] takes in its first read; a request frame
+/// is usually 1 to 3 KiB.
+const REQUEST_PEEK: usize = 8 * 1024;
+
+/// Reads the first frame of a connection, with a read timeout of [`REQUEST_TIMEOUT`] that is
+/// left on the socket: [`Conn::unlimit_reads`] clears it before the first body read, so that a
+/// response that reads no body costs no second `setsockopt`. The child writes the whole frame
+/// at once, so one read usually takes all of it.
+fn read_request(stream: &mut UnixStream) -> Result<Frame, protocol::ProtocolError> {
+    use std::io::Read as _;
+    stream.set_read_timeout(Some(REQUEST_TIMEOUT))?;
+    let mut first = [0u8; REQUEST_PEEK];
+    let got = loop {
+        match stream.read(&mut first) {
+            Ok(0) => return Err(protocol::ProtocolError::Closed),
+            Ok(n) => break n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e.into()),
+        }
+    };
+    match Frame::decode(&first[..got])? {
+        Some((frame, used)) if used == got => Ok(frame),
+        // The child sends nothing after its request until it is asked.
+        Some((_, used)) => Err(protocol::ProtocolError::TrailingBytes(got - used)),
+        None => protocol::read_frame(&mut (&first[..got]).chain(&mut *stream)),
+    }
 }
 
 /// Whether the script's modification time `mtime` differs from when this process first ran it
@@ -690,9 +720,19 @@ struct Conn {
     /// (each write wakes the Apache child): the `Head`, and the `Data` of a list response
     /// ([`Backend::hold`]). A hello world then goes out as one write of Head, Data and End.
     held: Vec<u8>,
+    /// Whether the read timeout set for the request frame is still on the socket.
+    limited_reads: bool,
 }
 
 impl Conn {
+    /// Clears the socket's read timeout (set by [`read_request`]) before the first read of the
+    /// request body, which may take as long as the client does.
+    fn unlimit_reads(&mut self) {
+        if std::mem::take(&mut self.limited_reads) {
+            let _ = self.stream.set_read_timeout(None);
+        }
+    }
+
     /// Writes `frame`, preceded by the held frames if there are any.
     fn send(&mut self, frame: &Frame) -> Result<(), BackendError> {
         use std::io::Write as _;
@@ -744,6 +784,7 @@ impl Backend for DaemonBackend {
         let ask = Frame::ReadBody {
             max: u32::try_from(max).unwrap_or(u32::MAX),
         };
+        conn.unlimit_reads();
         conn.send(&ask).map_err(|_| BackendError::Read)?;
         match protocol::read_frame(&mut conn.stream) {
             Ok(Frame::Body(data)) if data.len() <= max => {
@@ -836,6 +877,7 @@ mod tests {
             stream: ours,
             body_done: false,
             held: Vec::new(),
+            limited_reads: false,
         };
         let backend = DaemonBackend {
             conn: Mutex::new(conn),
@@ -872,6 +914,60 @@ mod tests {
         }
         assert_eq!(at, bytes.len(), "a partial frame");
         out
+    }
+
+    fn request_bytes() -> Vec<u8> {
+        Frame::Request(Box::new(RequestFrame {
+            secret: [1; protocol::SECRET_LEN],
+            script: b"/srv/app.wsgi".to_vec(),
+            application_group: String::new(),
+            callable: "application".into(),
+            request_id: "id".into(),
+            handler: "wsgi-script".into(),
+            reloading: false,
+            header_only: false,
+            request_start_us: 0,
+            env: vec![(b"K".to_vec(), vec![b'v'; 3 * REQUEST_PEEK])],
+        }))
+        .encoded()
+    }
+
+    #[test]
+    fn requests_are_read_whole_split_or_refused_with_extra_bytes() {
+        use std::io::Write as _;
+        let bytes = request_bytes();
+        let expected = Frame::decode(&bytes).expect("valid").expect("whole").0;
+
+        // In one piece, larger than the first read, and in two pieces some time apart.
+        let (mut ours, mut theirs) = UnixStream::pair().expect("socket pair");
+        theirs.write_all(&bytes).expect("write");
+        assert_eq!(read_request(&mut ours), Ok(expected.clone()));
+        let small = Frame::Retry.encoded();
+        theirs.write_all(&small).expect("write");
+        assert_eq!(read_request(&mut ours), Ok(Frame::Retry));
+        let writer = std::thread::spawn(move || {
+            theirs.write_all(&bytes[..100]).expect("write");
+            std::thread::sleep(Duration::from_millis(50));
+            theirs.write_all(&bytes[100..]).expect("write");
+            theirs
+        });
+        std::thread::sleep(Duration::from_millis(10));
+        assert_eq!(read_request(&mut ours), Ok(expected));
+        let mut theirs = writer.join().expect("writer");
+
+        // Anything after the request is refused.
+        let mut two = small.clone();
+        two.extend_from_slice(&small);
+        theirs.write_all(&two).expect("write");
+        assert_eq!(
+            read_request(&mut ours),
+            Err(protocol::ProtocolError::TrailingBytes(small.len()))
+        );
+        drop(theirs);
+        assert_eq!(
+            read_request(&mut ours),
+            Err(protocol::ProtocolError::Closed)
+        );
     }
 
     #[test]
