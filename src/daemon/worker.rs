@@ -17,7 +17,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use nix::sys::resource::{Resource, setrlimit};
 use nix::sys::signal::{SigSet, Signal};
 use nix::unistd::{Gid, Uid, User};
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 use pyo3::prelude::*;
 
 use super::manager::{GroupInfo, resolve_group, resolve_user};
@@ -102,6 +102,7 @@ pub fn run(info: &GroupInfo, listener: UnixListener, settings: PythonSettings, i
         last_activity_ms: AtomicU64::new(0),
         heartbeat_ms: AtomicU64::new(0),
         slots: (0..config.threads).map(|_| Slot::default()).collect(),
+        turns: Turns::new(config.threads as usize),
         restart: Mutex::new(None),
         scripts: Mutex::new(std::collections::HashMap::new()),
     });
@@ -484,14 +485,81 @@ struct Shared {
     last_activity_ms: AtomicU64,
     heartbeat_ms: AtomicU64,
     slots: Vec<Slot>,
+    /// Which idle request thread accepts the next connection.
+    turns: Turns,
     restart: Mutex<Option<Restart>>,
     /// Scripts this process has run, with their modification time then.
     scripts: Mutex<std::collections::HashMap<String, std::time::SystemTime>>,
 }
 
+/// Which request thread accepts the next connection: only one at a time, and the most recently
+/// idle one. A sequential client is then served by the same one or two threads, whose caches
+/// are warm and which the scheduler need not move between CPUs (with every thread in
+/// `accept()`, the kernel woke them in turn, and moved a thread on nearly every request).
+struct Turns {
+    state: Mutex<TurnState>,
+    /// One per request thread, to wake it when its turn comes.
+    wake: Vec<Condvar>,
+}
+
+struct TurnState {
+    /// Whether a thread is accepting, or has been given the turn and is waking up.
+    taken: bool,
+    /// The threads waiting for the turn, the most recently idle last.
+    waiting: Vec<usize>,
+    /// The thread given the turn, until it wakes and takes it.
+    given: Option<usize>,
+}
+
+impl Turns {
+    fn new(threads: usize) -> Self {
+        Self {
+            state: Mutex::new(TurnState {
+                taken: false,
+                waiting: Vec::with_capacity(threads),
+                given: None,
+            }),
+            wake: (0..threads).map(|_| Condvar::new()).collect(),
+        }
+    }
+
+    /// Returns when thread `me` may accept: at once if no thread is accepting, else when the
+    /// accepting thread has taken a connection and no thread became idle after `me`.
+    fn take(&self, me: usize) {
+        let mut state = self.state.lock();
+        if !state.taken {
+            state.taken = true;
+            return;
+        }
+        state.waiting.push(me);
+        while state.given != Some(me) {
+            self.wake[me].wait(&mut state);
+        }
+        state.given = None;
+    }
+
+    /// Gives the turn to the most recently idle thread (called by the accepting thread once
+    /// it has a connection, before serving it).
+    fn pass(&self) {
+        let mut state = self.state.lock();
+        // The thread given the turn before must have taken it: it was the accepting thread.
+        debug_assert!(state.given.is_none());
+        match state.waiting.pop() {
+            Some(next) => {
+                state.given = Some(next);
+                self.wake[next].notify_one();
+            }
+            None => state.taken = false,
+        }
+    }
+}
+
 fn accept_loop(shared: &Shared, listener: &UnixListener, slot: usize) {
     loop {
-        match listener.accept() {
+        shared.turns.take(slot);
+        let accepted = listener.accept();
+        shared.turns.pass();
+        match accepted {
             Ok((stream, _)) => {
                 // A connection accepted while stopping is still served: the main thread waits
                 // for it (up to the drain time).
@@ -968,6 +1036,35 @@ mod tests {
             read_request(&mut ours),
             Err(protocol::ProtocolError::Closed)
         );
+    }
+
+    #[test]
+    fn the_most_recently_idle_thread_accepts_next() {
+        let turns = Arc::new(Turns::new(3));
+        turns.take(0);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let mut handles = Vec::new();
+        for me in [1, 2] {
+            let (theirs, tx) = (Arc::clone(&turns), tx.clone());
+            handles.push(std::thread::spawn(move || {
+                theirs.take(me);
+                tx.send(me).expect("send");
+                theirs.pass();
+            }));
+            while turns.state.lock().waiting.len() < me {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        assert!(rx.try_recv().is_err(), "only one thread accepts at a time");
+        turns.pass();
+        // Thread 2 became idle last: it goes first, then passes the turn on to thread 1.
+        assert_eq!(rx.recv().ok(), Some(2));
+        assert_eq!(rx.recv().ok(), Some(1));
+        for handle in handles {
+            handle.join().expect("thread");
+        }
+        let state = turns.state.lock();
+        assert!(!state.taken && state.waiting.is_empty() && state.given.is_none());
     }
 
     #[test]
