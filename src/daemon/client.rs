@@ -9,11 +9,13 @@
 //! is complete gives the client a 502 if nothing was sent yet, else a cut-short response.
 
 use std::io::Write as _;
+use std::os::fd::{AsFd as _, AsRawFd as _, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
 use super::manager::GroupInfo;
 use super::protocol::{self, Frame, MAX_PAYLOAD, ProtocolError, RequestFrame};
+use crate::apache::request::recv_with_fds;
 use crate::apache::{Header, Request, RequestIo, sys};
 use crate::wsgi::RequestSpec;
 
@@ -21,12 +23,14 @@ use crate::wsgi::RequestSpec;
 ///
 /// With `error_override` (`WSGIErrorOverride On`), an error status (400 or more) from the
 /// application is answered by Apache itself (its `ErrorDocument`), and the application's body
-/// is dropped.
+/// is dropped. `sendfile` (`WSGIEnableSendfile`) lets Apache send a file response from the
+/// daemon (`wsgi.file_wrapper`) with the kernel's sendfile, as in embedded mode.
 pub fn relay(
     r: &mut Request<'_>,
     spec: &RequestSpec<'_>,
     group: &GroupInfo,
     error_override: bool,
+    sendfile: bool,
 ) -> i32 {
     let name = &group.config.name;
     if let Err(why) = check_script_owner(spec.script, &group.config) {
@@ -61,9 +65,13 @@ pub fn relay(
         }
     };
     drop(frame);
-    let header_limit = match group.config.header_buffer_size {
-        0 => 32_768,
-        n => n,
+    let rules = Rules {
+        error_override,
+        header_limit: match group.config.header_buffer_size {
+            0 => 32_768,
+            n => n,
+        },
+        sendfile,
     };
     let timeout = group.socket_timeout.max(Duration::from_secs(1));
     // A daemon that is restarting answers Retry before it reads anything; the request then
@@ -101,7 +109,7 @@ pub fn relay(
             name,
             timeout: (!timed_writes).then_some(timeout),
         };
-        let relayed = r.with_io(|io| exchange(io, link, error_override, header_limit));
+        let relayed = r.with_io(|io| exchange(io, link, &rules));
         match relayed {
             Relayed::Done(status) => return status,
             Relayed::Redirect(location) => {
@@ -135,6 +143,81 @@ struct Link<'s> {
     name: &'s str,
     /// The write timeout to set before the first body reply, when it is not set yet.
     timeout: Option<Duration>,
+}
+
+/// How the child treats a response, from the configuration.
+struct Rules {
+    /// `WSGIErrorOverride`.
+    error_override: bool,
+    /// The group's `header-buffer-size`: the longest header line accepted.
+    header_limit: usize,
+    /// `WSGIEnableSendfile`, for File frames.
+    sendfile: bool,
+}
+
+/// Reads the daemon's bytes with `recvmsg`, keeping the descriptors that come with them (a
+/// File frame's file) until the frame that uses them; any left over at the end of the exchange
+/// are closed, with a log line.
+struct DaemonReader<'s> {
+    stream: &'s UnixStream,
+    name: &'s str,
+    fds: Vec<OwnedFd>,
+}
+
+impl DaemonReader<'_> {
+    /// The oldest descriptor received and not yet used.
+    fn take_fd(&mut self) -> Option<OwnedFd> {
+        (!self.fds.is_empty()).then(|| self.fds.remove(0))
+    }
+}
+
+impl std::io::Read for DaemonReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let received = recv_with_fds(self.stream.as_fd(), buf, &mut self.fds)?;
+        if received.truncated {
+            tracing::error!(
+                "WSGI0043: unexpected frame from daemon process '{}': descriptors that did not \
+                 fit were dropped",
+                self.name
+            );
+        }
+        Ok(received.bytes)
+    }
+}
+
+impl Drop for DaemonReader<'_> {
+    fn drop(&mut self) {
+        if !self.fds.is_empty() {
+            tracing::error!(
+                "WSGI0043: unexpected frame from daemon process '{}': {} descriptor(s) with no \
+                 File frame, closed",
+                self.name,
+                self.fds.len()
+            );
+        }
+    }
+}
+
+/// Checks a File frame's descriptor before Apache sends from it: a regular file, open for
+/// reading, holding the whole region.
+fn check_file(fd: &OwnedFd, offset: u64, len: u64) -> Result<(), String> {
+    use nix::fcntl::{FcntlArg, OFlag, fcntl};
+    use nix::sys::stat::{SFlag, fstat};
+    let stat = fstat(fd.as_raw_fd()).map_err(|e| format!("fstat: {e}"))?;
+    if SFlag::from_bits_truncate(stat.st_mode) & SFlag::S_IFMT != SFlag::S_IFREG {
+        return Err("not a regular file".into());
+    }
+    let flags = fcntl(fd.as_raw_fd(), FcntlArg::F_GETFL).map_err(|e| format!("fcntl: {e}"))?;
+    if OFlag::from_bits_truncate(flags) & OFlag::O_ACCMODE == OFlag::O_WRONLY {
+        return Err("not open for reading".into());
+    }
+    let size = u64::try_from(stat.st_size).unwrap_or(0);
+    if offset.checked_add(len).is_none_or(|end| end > size) {
+        return Err(format!(
+            "{len} bytes from offset {offset} run past the end of the file ({size} bytes)"
+        ));
+    }
+    Ok(())
 }
 
 /// How one exchange with a daemon ended.
@@ -232,15 +315,18 @@ fn oversized_header(head: &protocol::HeadFrame, limit: usize) -> bool {
         .any(|(name, value)| name.len() + 2 + value.len() > limit)
 }
 
-fn exchange(
-    io: &RequestIo,
-    mut link: Link<'_>,
-    error_override: bool,
-    header_limit: usize,
-) -> Relayed {
+fn exchange(io: &RequestIo, mut link: Link<'_>, rules: &Rules) -> Relayed {
     let name = link.name;
-    let mut frames = std::io::BufReader::with_capacity(READ_BUFFER, link.stream);
+    let (error_override, header_limit) = (rules.error_override, rules.header_limit);
+    let reader = DaemonReader {
+        stream: link.stream,
+        name,
+        fds: Vec::new(),
+    };
+    let mut frames = std::io::BufReader::with_capacity(READ_BUFFER, reader);
     let mut head_sent = false;
+    // A File frame ends the body: Apache has its end-of-stream marker.
+    let mut file_sent = false;
     let mut body_read = false;
     let mut accepted = false;
     // With WSGIErrorOverride: the application's error status, whose body is dropped.
@@ -307,6 +393,33 @@ fn exchange(
                 redirect = local_location(&head).map(str::to_owned);
             }
             Frame::Data(_) if overridden.is_some() || redirect.is_some() => {}
+            Frame::File { .. } if overridden.is_some() || redirect.is_some() => {
+                drop(frames.get_mut().take_fd());
+            }
+            Frame::File { offset, len } if head_sent && !file_sent => {
+                let fd = frames.get_mut().take_fd();
+                let checked = fd
+                    .ok_or_else(|| "no descriptor came with it".to_owned())
+                    .and_then(|fd| check_file(&fd, offset, len).map(|()| fd));
+                match checked {
+                    Ok(fd) => {
+                        tracing::debug!("sending {len} bytes of a file passed by the daemon");
+                        if io.send_file(fd, offset, len, rules.sendfile).is_err() {
+                            // The client went away; the daemon notices when we close.
+                            return Relayed::Done(sys::OK as i32);
+                        }
+                        file_sent = true;
+                    }
+                    Err(why) => {
+                        tracing::error!(
+                            "WSGI0043: unexpected frame from daemon process '{name}': File \
+                             {{ offset: {offset}, len: {len} }} ({why})"
+                        );
+                        let _ = io.abort();
+                        return Relayed::Done(sys::OK as i32);
+                    }
+                }
+            }
             Frame::End if redirect.is_some() => {
                 return Relayed::Redirect(redirect.unwrap_or_default());
             }
@@ -335,7 +448,7 @@ fn exchange(
                 }
                 head_sent = true;
             }
-            Frame::Data(data) => {
+            Frame::Data(data) if !file_sent => {
                 if io.write(&data).is_err() {
                     // The client went away; the daemon notices when we close.
                     return Relayed::Done(sys::OK as i32);

@@ -26,7 +26,8 @@ use codec::{Count, Reader, Sink};
 pub const MAGIC: [u8; 2] = *b"WS";
 
 /// The protocol version this build speaks; a frame with any other version is refused.
-pub const VERSION: u8 = 1;
+/// Version 2 added [`Frame::File`].
+pub const VERSION: u8 = 2;
 
 /// The length of the fixed frame header: magic, version, type and payload length.
 pub const HEADER_LEN: usize = 8;
@@ -56,10 +57,14 @@ const ABORT: u8 = 9;
 const FAILURE: u8 = 10;
 const RETRY: u8 = 11;
 const ACCEPTED: u8 = 12;
+const FILE: u8 = 13;
 
 /// Bits of the request's flags byte; any other bit set is an error.
 const FLAG_RELOADING: u8 = 1 << 0;
 const FLAG_HEADER_ONLY: u8 = 1 << 1;
+
+/// The furthest a [`Frame::File`] region may end: file offsets are signed 64-bit.
+const FILE_END: u64 = i64::MAX as u64;
 
 /// The smallest encodings of one list item: two `bytes`/`str` fields of length 0.
 const MIN_PAIR_LEN: usize = 8;
@@ -72,7 +77,7 @@ const COPY_LIMIT: usize = 64 * 1024;
 /// grows as they do, so a peer that declares 16 MiB and sends nothing costs little.
 const READ_RESERVE: usize = 64 * 1024;
 
-/// One message of the protocol. Variants are listed in type-code order (1 to 10).
+/// One message of the protocol. Variants are listed in type-code order (1 to 13).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Frame {
@@ -114,6 +119,16 @@ pub enum Frame {
     /// A connection that ends before this frame did not run the request, which can then be
     /// sent again; one that ends after it cannot. Empty payload.
     Accepted,
+    /// Type 13, daemon to child: the rest of the response body is `len` bytes of a regular
+    /// file from `offset`. The open file travels with the frame's bytes as an `SCM_RIGHTS`
+    /// control message; the frame itself only says which part to send. At least 1 byte, and
+    /// `offset + len` at most `i64::MAX`.
+    File {
+        /// Where the body starts in the file.
+        offset: u64,
+        /// How many bytes of the file to send.
+        len: u64,
+    },
 }
 
 /// The payload of [`Frame::Request`].
@@ -168,7 +183,7 @@ pub enum ProtocolError {
     /// older build meet.
     #[error("unsupported daemon protocol version {0} (this build speaks version {VERSION})")]
     UnsupportedVersion(u8),
-    /// The frame's type code is not one of the ten the protocol defines.
+    /// The frame's type code is not one of the thirteen the protocol defines.
     #[error("unknown daemon protocol frame type {0}")]
     UnknownType(u8),
     /// A payload of this many bytes is over [`MAX_PAYLOAD`]: declared by a received header, or
@@ -304,6 +319,7 @@ impl Frame {
             Self::Failure { .. } => "Failure",
             Self::Retry => "Retry",
             Self::Accepted => "Accepted",
+            Self::File { .. } => "File",
         }
     }
 
@@ -321,6 +337,7 @@ impl Frame {
             Self::Failure { .. } => FAILURE,
             Self::Retry => RETRY,
             Self::Accepted => ACCEPTED,
+            Self::File { .. } => FILE,
         }
     }
 
@@ -344,6 +361,10 @@ impl Frame {
             | Self::Accepted => {}
             Self::Head(head) => head.encode(out),
             Self::Failure { status } => out.put_u16(*status),
+            Self::File { offset, len } => {
+                out.put_u64(*offset);
+                out.put_u64(*len);
+            }
         }
     }
 
@@ -361,6 +382,10 @@ impl Frame {
             }
             Self::Failure { status } if !valid_status(*status) => {
                 invalid("Failure status is not between 100 and 999")
+            }
+            Self::File { len: 0, .. } => invalid("empty File frame"),
+            Self::File { offset, len } if offset.checked_add(*len).is_none_or(|e| e > FILE_END) => {
+                invalid("File region ends after i64::MAX")
             }
             _ => Ok(()),
         }
@@ -607,7 +632,7 @@ fn parse_header(header: [u8; HEADER_LEN]) -> Result<(u8, usize), ProtocolError> 
     if version != VERSION {
         return Err(ProtocolError::UnsupportedVersion(version));
     }
-    if !(REQUEST..=ACCEPTED).contains(&code) {
+    if !(REQUEST..=FILE).contains(&code) {
         return Err(ProtocolError::UnknownType(code));
     }
     let len = usize::try_from(u32::from_be_bytes([l0, l1, l2, l3])).unwrap_or(usize::MAX);
@@ -633,6 +658,10 @@ fn parse_payload(code: u8, payload: &[u8]) -> Result<Frame, ProtocolError> {
         FAILURE => Frame::Failure { status: r.u16()? },
         RETRY => Frame::Retry,
         ACCEPTED => Frame::Accepted,
+        FILE => Frame::File {
+            offset: r.u64()?,
+            len: r.u64()?,
+        },
         other => return Err(ProtocolError::UnknownType(other)),
     };
     r.finish()?;
@@ -747,6 +776,11 @@ mod tests {
             Frame::Failure { status: 404 },
             Frame::Retry,
             Frame::Accepted,
+            Frame::File { offset: 0, len: 1 },
+            Frame::File {
+                offset: 1 << 40,
+                len: FILE_END - (1 << 40),
+            },
         ]
     }
 
@@ -792,7 +826,42 @@ mod tests {
                 Ok(Some((frame.clone(), bytes.len())))
             );
         }
-        assert_eq!(seen, (1..=12).collect());
+        assert_eq!(seen, (1..=13).collect());
+    }
+
+    #[test]
+    fn file_layout_and_limits() {
+        let frame = Frame::File {
+            offset: 5,
+            len: 0x0102,
+        };
+        let expected = b"WS\x02\x0d\0\0\0\x10\0\0\0\0\0\0\0\x05\0\0\0\0\0\0\x01\x02";
+        assert_eq!(frame.encoded(), expected);
+        assert_eq!(Frame::decode(expected), Ok(Some((frame, expected.len()))));
+
+        let empty = Frame::File { offset: 7, len: 0 };
+        let past_end = Frame::File {
+            offset: FILE_END,
+            len: 1,
+        };
+        let overflow = Frame::File {
+            offset: u64::MAX,
+            len: 2,
+        };
+        for bad in [empty, past_end, overflow] {
+            assert!(
+                matches!(bad.check(), Err(ProtocolError::InvalidValue(_))),
+                "{bad:?}"
+            );
+            assert!(matches!(
+                Frame::decode(&bad.encoded()),
+                Err(ProtocolError::InvalidValue(_))
+            ));
+        }
+        assert_eq!(
+            decode_err(&framed(FILE, &[0; 15])),
+            ProtocolError::Truncated
+        );
     }
 
     #[test]
@@ -829,7 +898,7 @@ mod tests {
                 env: Vec::new(),
             }
         }));
-        let mut expected = vec![b'W', b'S', 1, 1, 0, 0, 0, 81];
+        let mut expected = vec![b'W', b'S', 2, 1, 0, 0, 0, 81];
         expected.extend_from_slice(&[7; 32]);
         expected.extend_from_slice(b"\0\0\0\x02/s\0\0\0\x01g\0\0\0\x01c\0\0\0\x01r\0\0\0\x01h");
         expected.push(0b11);
@@ -846,16 +915,16 @@ mod tests {
             headers: vec![("A".into(), "b".into())],
         });
         let expected =
-            b"WS\x01\x06\0\0\0\x19\x01\x94\x01\0\0\0\x04Gone\0\0\0\x01\0\0\0\x01A\0\0\0\x01b";
+            b"WS\x02\x06\0\0\0\x19\x01\x94\x01\0\0\0\x04Gone\0\0\0\x01\0\0\0\x01A\0\0\0\x01b";
         assert_eq!(frame.encoded(), expected);
         assert_eq!(
             Frame::ReadBody { max: 258 }.encoded(),
-            b"WS\x01\x02\0\0\0\x04\0\0\x01\x02"
+            b"WS\x02\x02\0\0\0\x04\0\0\x01\x02"
         );
-        assert_eq!(Frame::End.encoded(), b"WS\x01\x08\0\0\0\0");
+        assert_eq!(Frame::End.encoded(), b"WS\x02\x08\0\0\0\0");
         assert_eq!(
             Frame::Failure { status: 503 }.encoded(),
-            b"WS\x01\x0a\0\0\0\x02\x01\xf7"
+            b"WS\x02\x0a\0\0\0\x02\x01\xf7"
         );
     }
 
@@ -903,7 +972,7 @@ mod tests {
         for frame in &frames {
             frame.encode(&mut stream);
         }
-        stream.extend_from_slice(b"WS\x01");
+        stream.extend_from_slice(b"WS\x02");
 
         let mut rest = &stream[..];
         let mut decoded = Vec::new();
@@ -912,28 +981,28 @@ mod tests {
             rest = &rest[used..];
         }
         assert_eq!(decoded, frames);
-        assert_eq!(rest, b"WS\x01");
+        assert_eq!(rest, b"WS\x02");
     }
 
     #[test]
     fn header_errors_need_only_the_header() {
-        assert_eq!(decode_err(b"XS\x01\x08\0\0\0\0"), ProtocolError::BadMagic);
+        assert_eq!(decode_err(b"XS\x02\x08\0\0\0\0"), ProtocolError::BadMagic);
         assert_eq!(decode_err(b"GET / HTTP/1.1\r\n"), ProtocolError::BadMagic);
         assert_eq!(
-            decode_err(b"WS\x02\x08\0\0\0\0"),
-            ProtocolError::UnsupportedVersion(2)
+            decode_err(b"WS\x01\x08\0\0\0\0"),
+            ProtocolError::UnsupportedVersion(1)
         );
         assert_eq!(
-            decode_err(b"WS\x01\xc8\0\0\0\0"),
+            decode_err(b"WS\x02\xc8\0\0\0\0"),
             ProtocolError::UnknownType(200)
         );
         assert_eq!(
-            decode_err(b"WS\x01\x00\0\0\0\0"),
+            decode_err(b"WS\x02\x00\0\0\0\0"),
             ProtocolError::UnknownType(0)
         );
         assert_eq!(
-            decode_err(b"WS\x01\x0d\0\0\0\0"),
-            ProtocolError::UnknownType(13)
+            decode_err(b"WS\x02\x0e\0\0\0\0"),
+            ProtocolError::UnknownType(14)
         );
 
         // Declared one byte over the cap, with only the header present.
@@ -1095,8 +1164,8 @@ mod tests {
     fn error_messages_read_as_log_lines() {
         let messages = [
             (
-                ProtocolError::UnsupportedVersion(2),
-                "version 2 (this build speaks version 1)",
+                ProtocolError::UnsupportedVersion(1),
+                "version 1 (this build speaks version 2)",
             ),
             (
                 ProtocolError::TooLarge(20_000_000),

@@ -909,16 +909,76 @@ impl Backend for DaemonBackend {
         let _ = self.conn.lock().send(&Frame::Abort);
     }
 
-    /// Streams the file region to the Apache child (which cannot take a descriptor over the
-    /// socket), without copying it through Python.
+    /// Passes the open file to the Apache child, which sends the region itself as embedded
+    /// mode does (a File frame with the descriptor). When the descriptor cannot be passed,
+    /// streams the region through the socket in Data frames instead.
     fn send_file(&self, fd: OwnedFd, offset: u64, len: u64) -> Result<bool, BackendError> {
+        let mut conn = self.conn.lock();
+        if len == 0 {
+            return Ok(true);
+        }
+        match conn.pass_file(&fd, offset, len) {
+            Ok(true) => return Ok(true),
+            Ok(false) => {}
+            Err(e) => {
+                tracing::debug!("cannot pass a file to the Apache child ({e}); streaming it");
+            }
+        }
+        conn.stream_file(fd, offset, len)?;
+        Ok(true)
+    }
+}
+
+impl Conn {
+    /// Sends the held frames and a File frame, with `fd` attached (`SCM_RIGHTS`), in one
+    /// `sendmsg`. `Ok(false)` when the region cannot be described by a File frame; `Err` when
+    /// `sendmsg` failed with nothing sent, the held frames being kept.
+    fn pass_file(&mut self, fd: &OwnedFd, offset: u64, len: u64) -> Result<bool, BackendError> {
+        use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
+        use std::io::Write as _;
+        use std::os::fd::AsRawFd as _;
+        let frame = Frame::File { offset, len };
+        if frame.check().is_err() {
+            return Ok(false);
+        }
+        let kept = self.held.len();
+        let mut out = std::mem::take(&mut self.held);
+        frame.encode(&mut out);
+        let fds = [fd.as_raw_fd()];
+        let rights = [ControlMessage::ScmRights(&fds)];
+        let iov = [std::io::IoSlice::new(&out)];
+        let sent = loop {
+            let flags = MsgFlags::MSG_NOSIGNAL;
+            match sendmsg::<()>(self.stream.as_raw_fd(), &iov, &rights, flags, None) {
+                Err(nix::errno::Errno::EINTR) => {}
+                other => break other,
+            }
+        };
+        match sent {
+            // The descriptor went with the first bytes; the rest are plain bytes.
+            Ok(n) => self
+                .stream
+                .write_all(&out[n..])
+                .map(|()| true)
+                .map_err(|_| BackendError::Write),
+            Err(e) => {
+                tracing::debug!("sendmsg of a file descriptor failed: {e}");
+                out.truncate(kept);
+                self.held = out;
+                Err(BackendError::Write)
+            }
+        }
+    }
+
+    /// Streams the file region to the Apache child in Data frames, without copying it through
+    /// Python.
+    fn stream_file(&mut self, fd: OwnedFd, offset: u64, len: u64) -> Result<(), BackendError> {
         use std::io::{Read, Seek, SeekFrom};
         let mut file = std::fs::File::from(fd);
         file.seek(SeekFrom::Start(offset))
             .map_err(|_| BackendError::Write)?;
         let mut left = len;
         let mut chunk = vec![0u8; DATA_CHUNK];
-        let mut conn = self.conn.lock();
         while left > 0 {
             let want = usize::try_from(left).unwrap_or(usize::MAX).min(DATA_CHUNK);
             let n = file
@@ -927,10 +987,10 @@ impl Backend for DaemonBackend {
             if n == 0 {
                 break;
             }
-            conn.send_data(&chunk[..n])?;
+            self.send_data(&chunk[..n])?;
             left -= n as u64;
         }
-        Ok(true)
+        Ok(())
     }
 }
 
@@ -1036,6 +1096,40 @@ mod tests {
             read_request(&mut ours),
             Err(protocol::ProtocolError::Closed)
         );
+    }
+
+    #[test]
+    fn a_file_goes_over_as_a_descriptor_with_the_held_frames() {
+        use std::io::{Read as _, Seek as _, Write as _};
+        use std::os::fd::AsFd as _;
+        let mut file = tempfile::tempfile().expect("temporary file");
+        file.write_all(b"0123456789").expect("write");
+        let (backend, peer) = connected();
+        backend.set_head(&head()).expect("head");
+        assert_eq!(backend.send_file(OwnedFd::from(file), 3, 5), Ok(true));
+
+        let mut fds = Vec::new();
+        let mut buf = [0; 4096];
+        let got = crate::apache::request::recv_with_fds(peer.as_fd(), &mut buf, &mut fds)
+            .expect("recvmsg");
+        assert!(!got.truncated);
+        let (first, used) = Frame::decode(&buf[..got.bytes])
+            .expect("valid")
+            .expect("whole");
+        assert!(matches!(first, Frame::Head(_)));
+        let second = Frame::decode(&buf[used..got.bytes]).expect("valid");
+        assert_eq!(
+            second,
+            Some((Frame::File { offset: 3, len: 5 }, got.bytes - used))
+        );
+
+        // The descriptor is the file itself.
+        assert_eq!(fds.len(), 1);
+        let mut file = std::fs::File::from(fds.remove(0));
+        file.rewind().expect("seek");
+        let mut text = String::new();
+        file.read_to_string(&mut text).expect("read");
+        assert_eq!(text, "0123456789");
     }
 
     #[test]
