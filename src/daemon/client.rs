@@ -131,10 +131,12 @@ pub fn relay(
 /// the daemon reads a whole request frame before it asks for any body.
 const UNTIMED_WRITE_MAX: usize = 16 * 1024;
 
-/// The read buffer of a daemon connection. One `recv` then returns all the frames the daemon
-/// wrote together (Head, Data and End of a small response). Kept under 64 KiB: glibc merges
-/// its free chunks (`malloc_consolidate`) when a chunk of 64 KiB or more is freed.
-const READ_BUFFER: usize = 32 * 1024;
+/// The read buffer of a daemon connection, on the stack. One `recv` then returns all the frames
+/// the daemon wrote together (Head, Data and End of a small response); a larger read bypasses
+/// it. Not `std::io::BufReader`: that zeroes its whole (heap) buffer once, and a heap chunk of
+/// 1 KiB or more makes glibc merge its free chunks (`malloc_consolidate`); both showed up in
+/// the profile of a hello world.
+const READ_BUFFER: usize = 8 * 1024;
 
 /// The connection to the daemon for one exchange.
 struct Link<'s> {
@@ -195,6 +197,31 @@ impl Drop for DaemonReader<'_> {
                 self.fds.len()
             );
         }
+    }
+}
+
+/// A read buffer over `inner`, in borrowed space.
+struct Buffered<'b, R> {
+    inner: R,
+    buf: &'b mut [u8],
+    /// The bytes read and not yet taken are `buf[start..end]`.
+    start: usize,
+    end: usize,
+}
+
+impl<R: std::io::Read> std::io::Read for Buffered<'_, R> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        if self.start == self.end {
+            if out.len() >= self.buf.len() {
+                return self.inner.read(out);
+            }
+            self.end = self.inner.read(self.buf)?;
+            self.start = 0;
+        }
+        let n = out.len().min(self.end - self.start);
+        out[..n].copy_from_slice(&self.buf[self.start..self.start + n]);
+        self.start += n;
+        Ok(n)
     }
 }
 
@@ -323,7 +350,13 @@ fn exchange(io: &RequestIo, mut link: Link<'_>, rules: &Rules) -> Relayed {
         name,
         fds: Vec::new(),
     };
-    let mut frames = std::io::BufReader::with_capacity(READ_BUFFER, reader);
+    let mut space = [0u8; READ_BUFFER];
+    let mut frames = Buffered {
+        inner: reader,
+        buf: &mut space,
+        start: 0,
+        end: 0,
+    };
     let mut head_sent = false;
     // A File frame ends the body: Apache has its end-of-stream marker.
     let mut file_sent = false;
@@ -394,10 +427,10 @@ fn exchange(io: &RequestIo, mut link: Link<'_>, rules: &Rules) -> Relayed {
             }
             Frame::Data(_) if overridden.is_some() || redirect.is_some() => {}
             Frame::File { .. } if overridden.is_some() || redirect.is_some() => {
-                drop(frames.get_mut().take_fd());
+                drop(frames.inner.take_fd());
             }
             Frame::File { offset, len } if head_sent && !file_sent => {
-                let fd = frames.get_mut().take_fd();
+                let fd = frames.inner.take_fd();
                 let checked = fd
                     .ok_or_else(|| "no descriptor came with it".to_owned())
                     .and_then(|fd| check_file(&fd, offset, len).map(|()| fd));
@@ -479,5 +512,40 @@ fn exchange(io: &RequestIo, mut link: Link<'_>, rules: &Rules) -> Relayed {
                 });
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buffered_reads_give_back_the_bytes_in_order() {
+        let mut bytes = Vec::new();
+        Frame::Accepted.encode(&mut bytes);
+        Frame::Data(vec![7; 100]).encode(&mut bytes);
+        Frame::Data((0..=255).cycle().take(50_000).collect()).encode(&mut bytes);
+        Frame::End.encode(&mut bytes);
+        let mut space = [0u8; 64];
+        let mut frames = Buffered {
+            inner: std::io::Cursor::new(&bytes),
+            buf: &mut space,
+            start: 0,
+            end: 0,
+        };
+        assert_eq!(protocol::read_frame(&mut frames), Ok(Frame::Accepted));
+        assert_eq!(
+            protocol::read_frame(&mut frames),
+            Ok(Frame::Data(vec![7; 100]))
+        );
+        let Ok(Frame::Data(large)) = protocol::read_frame(&mut frames) else {
+            panic!("a Data frame");
+        };
+        assert!(large.iter().copied().eq((0..=255).cycle().take(50_000)));
+        assert_eq!(protocol::read_frame(&mut frames), Ok(Frame::End));
+        assert_eq!(
+            protocol::read_frame(&mut frames),
+            Err(ProtocolError::Closed)
+        );
     }
 }
