@@ -14,7 +14,7 @@ use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
 use super::manager::GroupInfo;
-use super::protocol::{self, Frame, MAX_PAYLOAD, ProtocolError, RequestFrame};
+use super::protocol::{self, Frame, MAX_PAYLOAD, ProtocolError, RequestRef};
 use crate::apache::request::recv_with_fds;
 use crate::apache::{Header, Request, RequestIo, sys};
 use crate::wsgi::RequestSpec;
@@ -40,31 +40,26 @@ pub fn relay(
         );
         return sys::HTTP_FORBIDDEN as i32;
     }
-    let frame = Frame::Request(Box::new(RequestFrame {
-        secret: group.secret,
-        script: spec.script.as_bytes().to_vec(),
-        application_group: spec.application_group.to_owned(),
-        callable: spec.callable.to_owned(),
-        request_id: spec.request_id.to_owned(),
-        handler: spec.request_handler.to_owned(),
+    // Encoded once, for every attempt, straight from the borrowed environment.
+    let request = RequestRef {
+        secret: &group.secret,
+        script: spec.script.as_bytes(),
+        application_group: spec.application_group,
+        callable: spec.callable,
+        request_id: spec.request_id,
+        handler: spec.request_handler,
         reloading: spec.reloading,
         header_only: spec.header_only,
         request_start_us: (spec.request_start * 1e6) as i64,
-        env: spec
-            .cgi
-            .iter()
-            .map(|(k, v)| (k.to_vec(), v.to_vec()))
-            .collect(),
-    }));
-    // Encoded once, for every attempt.
-    let request = match frame.check() {
-        Ok(()) => frame.encoded(),
+        env: &spec.cgi,
+    };
+    let request = match request.encoded() {
+        Ok(bytes) => bytes,
         Err(e) => {
             tracing::error!("WSGI0041: cannot send the request to daemon process '{name}': {e}");
             return sys::HTTP_SERVICE_UNAVAILABLE as i32;
         }
     };
-    drop(frame);
     let rules = Rules {
         error_override,
         header_limit: match group.config.header_buffer_size {

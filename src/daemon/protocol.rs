@@ -405,26 +405,26 @@ impl RequestFrame {
     }
 
     fn encode(&self, out: &mut impl Sink) {
-        let mut flags = 0;
-        if self.reloading {
-            flags |= FLAG_RELOADING;
-        }
-        if self.header_only {
-            flags |= FLAG_HEADER_ONLY;
-        }
+        let env: Vec<_> = self
+            .env
+            .iter()
+            .map(|(key, value)| (key.as_slice(), value.as_slice()))
+            .collect();
+        self.borrowed(&env).encode_payload(out);
+    }
 
-        out.put(&self.secret);
-        out.put_bytes(&self.script);
-        out.put_str(&self.application_group);
-        out.put_str(&self.callable);
-        out.put_str(&self.request_id);
-        out.put_str(&self.handler);
-        out.put_u8(flags);
-        out.put_i64(self.request_start_us);
-        out.put_len(self.env.len());
-        for (key, value) in &self.env {
-            out.put_bytes(key);
-            out.put_bytes(value);
+    fn borrowed<'a>(&'a self, env: &'a [(&'a [u8], &'a [u8])]) -> RequestRef<'a> {
+        RequestRef {
+            secret: &self.secret,
+            script: &self.script,
+            application_group: &self.application_group,
+            callable: &self.callable,
+            request_id: &self.request_id,
+            handler: &self.handler,
+            reloading: self.reloading,
+            header_only: self.header_only,
+            request_start_us: self.request_start_us,
+            env,
         }
     }
 
@@ -459,6 +459,77 @@ impl RequestFrame {
             request_start_us,
             env,
         })
+    }
+}
+
+/// A [`RequestFrame`] whose fields are borrowed, so that a request can be encoded without
+/// copying the environment first. Encodes to exactly the bytes of the owned frame.
+#[derive(Clone, Copy)]
+pub struct RequestRef<'a> {
+    /// See [`RequestFrame::secret`].
+    pub secret: &'a [u8; SECRET_LEN],
+    /// See [`RequestFrame::script`].
+    pub script: &'a [u8],
+    /// See [`RequestFrame::application_group`].
+    pub application_group: &'a str,
+    /// See [`RequestFrame::callable`].
+    pub callable: &'a str,
+    /// See [`RequestFrame::request_id`].
+    pub request_id: &'a str,
+    /// See [`RequestFrame::handler`].
+    pub handler: &'a str,
+    /// See [`RequestFrame::reloading`].
+    pub reloading: bool,
+    /// See [`RequestFrame::header_only`].
+    pub header_only: bool,
+    /// See [`RequestFrame::request_start_us`].
+    pub request_start_us: i64,
+    /// See [`RequestFrame::env`].
+    pub env: &'a [(&'a [u8], &'a [u8])],
+}
+
+impl RequestRef<'_> {
+    /// The encoded Request frame, header and payload.
+    ///
+    /// # Errors
+    ///
+    /// [`ProtocolError::TooLarge`] when the payload is over [`MAX_PAYLOAD`] (a Request frame
+    /// has no other limit).
+    pub fn encoded(&self) -> Result<Vec<u8>, ProtocolError> {
+        let mut count = Count::default();
+        self.encode_payload(&mut count);
+        let len = count.0;
+        if len > MAX_PAYLOAD {
+            return Err(ProtocolError::TooLarge(len));
+        }
+        let mut out = Vec::with_capacity(HEADER_LEN + len);
+        out.extend_from_slice(&header(REQUEST, len));
+        self.encode_payload(&mut out);
+        Ok(out)
+    }
+
+    fn encode_payload(&self, out: &mut impl Sink) {
+        let mut flags = 0;
+        if self.reloading {
+            flags |= FLAG_RELOADING;
+        }
+        if self.header_only {
+            flags |= FLAG_HEADER_ONLY;
+        }
+
+        out.put(self.secret);
+        out.put_bytes(self.script);
+        out.put_str(self.application_group);
+        out.put_str(self.callable);
+        out.put_str(self.request_id);
+        out.put_str(self.handler);
+        out.put_u8(flags);
+        out.put_i64(self.request_start_us);
+        out.put_len(self.env.len());
+        for (key, value) in self.env {
+            out.put_bytes(key);
+            out.put_bytes(value);
+        }
     }
 }
 
@@ -879,6 +950,32 @@ mod tests {
         Frame::encode_data(&[], 300, &mut empty);
         Frame::encode_data(b"x", 0, &mut empty);
         assert_eq!(empty, Frame::Data(b"x".to_vec()).encoded());
+    }
+
+    #[test]
+    fn a_borrowed_request_encodes_like_the_owned_one() {
+        for owned in [
+            request(),
+            RequestFrame {
+                env: Vec::new(),
+                ..request()
+            },
+        ] {
+            let env: Vec<_> = owned
+                .env
+                .iter()
+                .map(|(k, v)| (k.as_slice(), v.as_slice()))
+                .collect();
+            let frame = Frame::Request(Box::new(owned.clone()));
+            assert_eq!(owned.borrowed(&env).encoded(), Ok(frame.encoded()));
+        }
+        let big = vec![0; MAX_PAYLOAD];
+        let env = [(big.as_slice(), &b""[..])];
+        let owned = request();
+        assert!(matches!(
+            owned.borrowed(&env).encoded(),
+            Err(ProtocolError::TooLarge(_))
+        ));
     }
 
     #[test]
