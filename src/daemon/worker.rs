@@ -492,64 +492,71 @@ struct Shared {
     scripts: Mutex<std::collections::HashMap<String, std::time::SystemTime>>,
 }
 
-/// Which request thread accepts the next connection: only one at a time, and the most recently
-/// idle one. A sequential client is then served by the same one or two threads, whose caches
+/// Which request threads wait in `accept()`: at most [`ACCEPTORS`] at a time, and the most
+/// recently idle ones. A sequential client is then served by the same two threads, whose caches
 /// are warm and which the scheduler need not move between CPUs (with every thread in
-/// `accept()`, the kernel woke them in turn, and moved a thread on nearly every request).
+/// `accept()`, the kernel woke them in turn, and moved a thread on nearly every request). The
+/// other idle threads wait on a LIFO stack and are woken one at a time, only when no thread is
+/// left in `accept()`.
 struct Turns {
     state: Mutex<TurnState>,
     /// One per request thread, to wake it when its turn comes.
     wake: Vec<Condvar>,
 }
 
+/// How many threads wait in `accept()` at once. With two, the thread that has just served a
+/// connection goes back to `accept()` behind the other one, so that one is always ready and
+/// no thread has to be woken for the next connection (the kernel hands connections to the
+/// threads in `accept()` in the order they began to wait).
+const ACCEPTORS: usize = 2;
+
 struct TurnState {
-    /// Whether a thread is accepting, or has been given the turn and is waking up.
-    taken: bool,
-    /// The threads waiting for the turn, the most recently idle last.
+    /// Threads in `accept()`, or given the turn and waking up.
+    accepting: usize,
+    /// The threads waiting for a turn, the most recently idle last.
     waiting: Vec<usize>,
-    /// The thread given the turn, until it wakes and takes it.
-    given: Option<usize>,
+    /// Per thread: it was given a turn and has not taken it yet.
+    given: Vec<bool>,
 }
 
 impl Turns {
     fn new(threads: usize) -> Self {
         Self {
             state: Mutex::new(TurnState {
-                taken: false,
+                accepting: 0,
                 waiting: Vec::with_capacity(threads),
-                given: None,
+                given: vec![false; threads],
             }),
             wake: (0..threads).map(|_| Condvar::new()).collect(),
         }
     }
 
-    /// Returns when thread `me` may accept: at once if no thread is accepting, else when the
-    /// accepting thread has taken a connection and no thread became idle after `me`.
+    /// Returns when thread `me` may go into `accept()`: at once if fewer than [`ACCEPTORS`]
+    /// threads are there, else when it is the most recently idle thread and none is left.
     fn take(&self, me: usize) {
         let mut state = self.state.lock();
-        if !state.taken {
-            state.taken = true;
+        if state.accepting < ACCEPTORS {
+            state.accepting += 1;
             return;
         }
         state.waiting.push(me);
-        while state.given != Some(me) {
+        while !state.given[me] {
             self.wake[me].wait(&mut state);
         }
-        state.given = None;
+        state.given[me] = false;
     }
 
-    /// Gives the turn to the most recently idle thread (called by the accepting thread once
-    /// it has a connection, before serving it).
+    /// Called by a thread whose `accept()` returned, before it serves the connection: when no
+    /// thread is left in `accept()`, wakes the most recently idle one to go there.
     fn pass(&self) {
         let mut state = self.state.lock();
-        // The thread given the turn before must have taken it: it was the accepting thread.
-        debug_assert!(state.given.is_none());
-        match state.waiting.pop() {
-            Some(next) => {
-                state.given = Some(next);
-                self.wake[next].notify_one();
-            }
-            None => state.taken = false,
+        state.accepting -= 1;
+        if state.accepting == 0
+            && let Some(next) = state.waiting.pop()
+        {
+            state.accepting += 1;
+            state.given[next] = true;
+            self.wake[next].notify_one();
         }
     }
 }
@@ -1134,31 +1141,41 @@ mod tests {
 
     #[test]
     fn the_most_recently_idle_thread_accepts_next() {
-        let turns = Arc::new(Turns::new(3));
+        let turns = Arc::new(Turns::new(4));
+        // Two threads go into accept() at once; the others wait.
         turns.take(0);
+        turns.take(1);
         let (tx, rx) = std::sync::mpsc::channel();
         let mut handles = Vec::new();
-        for me in [1, 2] {
+        for me in [2, 3] {
             let (theirs, tx) = (Arc::clone(&turns), tx.clone());
             handles.push(std::thread::spawn(move || {
                 theirs.take(me);
                 tx.send(me).expect("send");
-                theirs.pass();
             }));
-            while turns.state.lock().waiting.len() < me {
+            while turns.state.lock().waiting.len() < me - 1 {
                 std::thread::sleep(Duration::from_millis(1));
             }
         }
-        assert!(rx.try_recv().is_err(), "only one thread accepts at a time");
+        // Thread 0 takes a connection: thread 1 is still in accept(), nobody is woken.
         turns.pass();
-        // Thread 2 became idle last: it goes first, then passes the turn on to thread 1.
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(rx.try_recv().is_err());
+        // Thread 1 takes one too: the most recently idle thread (3) goes into accept().
+        turns.pass();
+        assert_eq!(rx.recv().ok(), Some(3));
+        // Thread 0, done, goes back into accept() without waiting.
+        turns.take(0);
+        assert_eq!(turns.state.lock().accepting, 2);
+        turns.pass();
+        turns.pass();
         assert_eq!(rx.recv().ok(), Some(2));
-        assert_eq!(rx.recv().ok(), Some(1));
         for handle in handles {
             handle.join().expect("thread");
         }
         let state = turns.state.lock();
-        assert!(!state.taken && state.waiting.is_empty() && state.given.is_none());
+        assert_eq!(state.accepting, 1);
+        assert!(state.waiting.is_empty() && !state.given.contains(&true));
     }
 
     #[test]
