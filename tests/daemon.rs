@@ -923,3 +923,72 @@ fn import_script_and_script_alias_preload_into_daemon_processes() {
     assert_eq!(server.get("/lazy").status, 200);
     assert_eq!(loads("lazy").len(), 1);
 }
+
+/// Serves `data.bin` through `wsgi.file_wrapper`: `/whole`, `/offset` (after reading its
+/// first 1000 bytes), `/limited` (a Content-Length smaller than the file) and `/block`
+/// (`/offset` with a small block size). Under `/on` with `WSGIEnableSendfile On`, under `/off`
+/// without.
+const FILE_APP: &str = r#"
+import os
+def application(environ, start_response):
+    f = open(os.path.join(os.path.dirname(__file__), 'data.bin'), 'rb')
+    headers = [('Content-Type', 'application/octet-stream')]
+    path = environ['PATH_INFO']
+    if path in ('/offset', '/block'):
+        f.read(1000)
+    if path == '/limited':
+        headers.append(('Content-Length', '5000'))
+    start_response('200 OK', headers)
+    return environ['wsgi.file_wrapper'](f, 100 if path == '/block' else 8192)
+"#;
+
+/// 600,000 bytes that differ at every offset that matters (more than two Data frames' worth,
+/// had the file been streamed).
+fn file_bytes() -> Vec<u8> {
+    (0..600_000u32)
+        .map(|i| (i ^ (i >> 8) ^ (i >> 16)) as u8)
+        .collect()
+}
+
+#[test]
+fn file_wrapper_responses_in_daemon_mode_are_byte_exact() {
+    let data = file_bytes();
+    let server = ServerBuilder::new()
+        .file("app.wsgi", FILE_APP)
+        .file("data.bin", &data)
+        .log_level("warn wsgi:debug")
+        .config(
+            "WSGIDaemonProcess files processes=1 threads=2\n\
+             WSGIScriptAlias /on ${TEST_DIR}/app.wsgi process-group=files\n\
+             WSGIScriptAlias /off ${TEST_DIR}/app.wsgi process-group=files\n\
+             <Location /on>\n\
+                 WSGIEnableSendfile On\n\
+             </Location>\n",
+        )
+        .start();
+    for prefix in ["/on", "/off"] {
+        for _ in 0..2 {
+            let r = server.get(&format!("{prefix}/whole"));
+            assert_eq!(r.status, 200, "{}", server.error_log());
+            assert_eq!(r.header("content-length"), Some("600000"));
+            assert!(r.body == data, "{prefix}/whole: wrong bytes");
+        }
+        for path in ["offset", "block"] {
+            let r = server.get(&format!("{prefix}/{path}"));
+            assert_eq!(r.status, 200);
+            assert_eq!(r.header("content-length"), Some("599000"));
+            assert!(r.body == data[1000..], "{prefix}/{path}: wrong bytes");
+        }
+        let r = server.get(&format!("{prefix}/limited"));
+        assert_eq!(r.status, 200);
+        assert_eq!(r.header("content-length"), Some("5000"));
+        assert!(r.body == data[..5000], "{prefix}/limited: wrong bytes");
+    }
+    // The file went over as a descriptor: the daemon never fell back to streaming it, and the
+    // Apache child used every descriptor it was given.
+    let log = server.error_log();
+    let passed = log.matches("of a file passed by the daemon").count();
+    assert_eq!(passed, 2 * 5, "{log}");
+    assert!(!log.contains("streaming it"), "{log}");
+    assert!(!log.contains("WSGI0043"), "{log}");
+}

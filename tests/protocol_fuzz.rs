@@ -18,7 +18,8 @@ use std::collections::BTreeMap;
 use std::io::Cursor;
 
 use mod_wsgi::daemon::protocol::{
-    Frame, HEADER_LEN, HeadFrame, MAX_PAYLOAD, ProtocolError, RequestFrame, SECRET_LEN, read_frame,
+    Frame, HEADER_LEN, HeadFrame, MAX_PAYLOAD, ProtocolError, RequestFrame, SECRET_LEN, VERSION,
+    read_frame,
 };
 
 const CASES: u64 = 200_000;
@@ -136,7 +137,7 @@ fn generate(rng: &mut Rng) -> Vec<u8> {
         // Random bytes, half of them behind a plausible header start.
         let mut bytes = Vec::new();
         if rng.one_in(2) {
-            bytes.extend_from_slice(&[b'W', b'S', 1, rng.below(12) as u8]);
+            bytes.extend_from_slice(&[b'W', b'S', VERSION, rng.below(14) as u8]);
         }
         bytes.extend(rng.bytes(40));
         return bytes;
@@ -156,7 +157,7 @@ fn generate(rng: &mut Rng) -> Vec<u8> {
 
 /// A valid frame of a random type.
 fn random_frame(rng: &mut Rng) -> Frame {
-    match rng.below(12) {
+    match rng.below(13) {
         0 => Frame::Request(Box::new(RequestFrame {
             secret: [rng.next() as u8; SECRET_LEN],
             script: rng.bytes(12),
@@ -189,6 +190,13 @@ fn random_frame(rng: &mut Rng) -> Frame {
         8 => Frame::Abort,
         9 => Frame::Retry,
         10 => Frame::Accepted,
+        11 => {
+            let offset = rng.next() >> (2 + rng.below(62));
+            Frame::File {
+                offset,
+                len: 1 + (rng.next() >> 1).min(i64::MAX as u64 - 1 - offset),
+            }
+        }
         _ => Frame::Failure {
             status: 100 + rng.below(900) as u16,
         },
@@ -239,7 +247,7 @@ fn mutate(rng: &mut Rng, bytes: &mut Vec<u8>, starts: &[usize]) {
             // A frame type code.
             let field = starts[rng.below(starts.len())] + 3;
             if let Some(byte) = bytes.get_mut(field) {
-                *byte = rng.below(12) as u8;
+                *byte = rng.below(15) as u8;
             }
         }
     }

@@ -630,3 +630,55 @@ unsafe fn pool_copy(pool: *mut sys::apr_pool_t, s: &str) -> *const c_char {
     // SAFETY: live pool (caller); apr_pstrdup copies the NUL-terminated string.
     unsafe { sys::apr_pstrdup(pool, c.as_ptr()) }
 }
+
+/// What one [`recv_with_fds`] call got.
+pub struct Received {
+    /// Bytes read into the buffer; 0 at the end of the stream.
+    pub bytes: usize,
+    /// Whether the kernel dropped control data that did not fit (`MSG_CTRUNC`): descriptors
+    /// sent with these bytes were then closed on the way.
+    pub truncated: bool,
+}
+
+/// The most descriptors one [`recv_with_fds`] call takes; the daemon sends one per response.
+const RECV_FDS: usize = 4;
+
+/// Reads from the Unix stream socket `socket` with `recvmsg`, appending every descriptor that
+/// arrives with the bytes (`SCM_RIGHTS`, made close-on-exec) to `fds`, in order. Daemon mode
+/// reads the daemon's frames with it (its file responses come as a descriptor), so that no
+/// descriptor can arrive unseen and stay open. Interrupted calls are not retried.
+///
+/// # Errors
+///
+/// The socket's error, including `WouldBlock` when its read timeout expires.
+pub fn recv_with_fds(
+    socket: std::os::fd::BorrowedFd<'_>,
+    buf: &mut [u8],
+    fds: &mut Vec<OwnedFd>,
+) -> std::io::Result<Received> {
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+    use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+    let mut space = nix::cmsg_space!([RawFd; RECV_FDS]);
+    let mut iov = [std::io::IoSliceMut::new(buf)];
+    let msg = recvmsg::<()>(
+        socket.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )?;
+    let received = Received {
+        bytes: msg.bytes,
+        truncated: msg.flags.contains(MsgFlags::MSG_CTRUNC),
+    };
+    for cmsg in msg.cmsgs()? {
+        if let ControlMessageOwned::ScmRights(raw) = cmsg {
+            // SAFETY: the kernel has just installed each of these descriptors in this process
+            // for this message; nothing else knows them, so each OwnedFd is the only owner.
+            fds.extend(
+                raw.into_iter()
+                    .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+            );
+        }
+    }
+    Ok(received)
+}

@@ -8,11 +8,14 @@
 //! for it (and `100 Continue` is only sent then). A daemon that goes away before its response
 //! is complete gives the client a 502 if nothing was sent yet, else a cut-short response.
 
+use std::io::Write as _;
+use std::os::fd::{AsFd as _, AsRawFd as _, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
 use super::manager::GroupInfo;
-use super::protocol::{self, Frame, MAX_PAYLOAD, ProtocolError, RequestFrame};
+use super::protocol::{self, Frame, MAX_PAYLOAD, ProtocolError, RequestRef};
+use crate::apache::request::recv_with_fds;
 use crate::apache::{Header, Request, RequestIo, sys};
 use crate::wsgi::RequestSpec;
 
@@ -20,12 +23,14 @@ use crate::wsgi::RequestSpec;
 ///
 /// With `error_override` (`WSGIErrorOverride On`), an error status (400 or more) from the
 /// application is answered by Apache itself (its `ErrorDocument`), and the application's body
-/// is dropped.
+/// is dropped. `sendfile` (`WSGIEnableSendfile`) lets Apache send a file response from the
+/// daemon (`wsgi.file_wrapper`) with the kernel's sendfile, as in embedded mode.
 pub fn relay(
     r: &mut Request<'_>,
     spec: &RequestSpec<'_>,
     group: &GroupInfo,
     error_override: bool,
+    sendfile: bool,
 ) -> i32 {
     let name = &group.config.name;
     if let Err(why) = check_script_owner(spec.script, &group.config) {
@@ -35,25 +40,33 @@ pub fn relay(
         );
         return sys::HTTP_FORBIDDEN as i32;
     }
-    let request = Frame::Request(Box::new(RequestFrame {
-        secret: group.secret,
-        script: spec.script.as_bytes().to_vec(),
-        application_group: spec.application_group.to_owned(),
-        callable: spec.callable.to_owned(),
-        request_id: spec.request_id.to_owned(),
-        handler: spec.request_handler.to_owned(),
+    // Encoded once, for every attempt, straight from the borrowed environment.
+    let request = RequestRef {
+        secret: &group.secret,
+        script: spec.script.as_bytes(),
+        application_group: spec.application_group,
+        callable: spec.callable,
+        request_id: spec.request_id,
+        handler: spec.request_handler,
         reloading: spec.reloading,
         header_only: spec.header_only,
         request_start_us: (spec.request_start * 1e6) as i64,
-        env: spec
-            .cgi
-            .iter()
-            .map(|(k, v)| (k.to_vec(), v.to_vec()))
-            .collect(),
-    }));
-    let header_limit = match group.config.header_buffer_size {
-        0 => 32_768,
-        n => n,
+        env: &spec.cgi,
+    };
+    let request = match request.encoded() {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            tracing::error!("WSGI0041: cannot send the request to daemon process '{name}': {e}");
+            return sys::HTTP_SERVICE_UNAVAILABLE as i32;
+        }
+    };
+    let rules = Rules {
+        error_override,
+        header_limit: match group.config.header_buffer_size {
+            0 => 32_768,
+            n => n,
+        },
+        sendfile,
     };
     let timeout = group.socket_timeout.max(Duration::from_secs(1));
     // A daemon that is restarting answers Retry before it reads anything; the request then
@@ -64,7 +77,7 @@ pub fn relay(
         if attempt > 0 && std::time::Instant::now() > deadline {
             break;
         }
-        let Some(mut stream) = connect(group) else {
+        let Some(stream) = connect(group) else {
             tracing::error!(
                 "WSGI0040: unable to connect to WSGI daemon process '{name}' on '{}' after {} s",
                 group.socket.display(),
@@ -73,12 +86,25 @@ pub fn relay(
             return sys::HTTP_SERVICE_UNAVAILABLE as i32;
         };
         let _ = stream.set_read_timeout(Some(timeout));
-        let _ = stream.set_write_timeout(Some(timeout));
-        if let Err(e) = protocol::write_frame(&mut stream, &request) {
-            tracing::error!("WSGI0041: cannot send the request to daemon process '{name}': {e}");
+        // A write blocks only when the socket's buffer is full: a small request fits in it
+        // (the write timeout is then set before the first body reply, see `exchange`).
+        let timed_writes = request.len() > UNTIMED_WRITE_MAX;
+        if timed_writes {
+            let _ = stream.set_write_timeout(Some(timeout));
+        }
+        if let Err(e) = (&stream).write_all(&request) {
+            tracing::error!(
+                "WSGI0041: cannot send the request to daemon process '{name}': {}",
+                ProtocolError::from(e)
+            );
             return sys::HTTP_SERVICE_UNAVAILABLE as i32;
         }
-        let relayed = r.with_io(|io| exchange(io, &mut stream, name, error_override, header_limit));
+        let link = Link {
+            stream: &stream,
+            name,
+            timeout: (!timed_writes).then_some(timeout),
+        };
+        let relayed = r.with_io(|io| exchange(io, link, &rules));
         match relayed {
             Relayed::Done(status) => return status,
             Relayed::Redirect(location) => {
@@ -93,6 +119,127 @@ pub fn relay(
     }
     tracing::error!("WSGI0050: daemon process '{name}' kept restarting; request not run");
     sys::HTTP_SERVICE_UNAVAILABLE as i32
+}
+
+/// The largest request frame written without a write timeout on the socket. Writes to a Unix
+/// socket block only when its send buffer (about 208 KiB by default on Linux) is full, and
+/// the daemon reads a whole request frame before it asks for any body.
+const UNTIMED_WRITE_MAX: usize = 16 * 1024;
+
+/// The read buffer of a daemon connection, on the stack. One `recv` then returns all the frames
+/// the daemon wrote together (Head, Data and End of a small response); a larger read bypasses
+/// it. Not `std::io::BufReader`: that zeroes its whole (heap) buffer once, and a heap chunk of
+/// 1 KiB or more makes glibc merge its free chunks (`malloc_consolidate`); both showed up in
+/// the profile of a hello world.
+const READ_BUFFER: usize = 8 * 1024;
+
+/// The connection to the daemon for one exchange.
+struct Link<'s> {
+    stream: &'s UnixStream,
+    /// The group's name, for messages.
+    name: &'s str,
+    /// The write timeout to set before the first body reply, when it is not set yet.
+    timeout: Option<Duration>,
+}
+
+/// How the child treats a response, from the configuration.
+struct Rules {
+    /// `WSGIErrorOverride`.
+    error_override: bool,
+    /// The group's `header-buffer-size`: the longest header line accepted.
+    header_limit: usize,
+    /// `WSGIEnableSendfile`, for File frames.
+    sendfile: bool,
+}
+
+/// Reads the daemon's bytes with `recvmsg`, keeping the descriptors that come with them (a
+/// File frame's file) until the frame that uses them; any left over at the end of the exchange
+/// are closed, with a log line.
+struct DaemonReader<'s> {
+    stream: &'s UnixStream,
+    name: &'s str,
+    fds: Vec<OwnedFd>,
+}
+
+impl DaemonReader<'_> {
+    /// The oldest descriptor received and not yet used.
+    fn take_fd(&mut self) -> Option<OwnedFd> {
+        (!self.fds.is_empty()).then(|| self.fds.remove(0))
+    }
+}
+
+impl std::io::Read for DaemonReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let received = recv_with_fds(self.stream.as_fd(), buf, &mut self.fds)?;
+        if received.truncated {
+            tracing::error!(
+                "WSGI0043: unexpected frame from daemon process '{}': descriptors that did not \
+                 fit were dropped",
+                self.name
+            );
+        }
+        Ok(received.bytes)
+    }
+}
+
+impl Drop for DaemonReader<'_> {
+    fn drop(&mut self) {
+        if !self.fds.is_empty() {
+            tracing::error!(
+                "WSGI0043: unexpected frame from daemon process '{}': {} descriptor(s) with no \
+                 File frame, closed",
+                self.name,
+                self.fds.len()
+            );
+        }
+    }
+}
+
+/// A read buffer over `inner`, in borrowed space.
+struct Buffered<'b, R> {
+    inner: R,
+    buf: &'b mut [u8],
+    /// The bytes read and not yet taken are `buf[start..end]`.
+    start: usize,
+    end: usize,
+}
+
+impl<R: std::io::Read> std::io::Read for Buffered<'_, R> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        if self.start == self.end {
+            if out.len() >= self.buf.len() {
+                return self.inner.read(out);
+            }
+            self.end = self.inner.read(self.buf)?;
+            self.start = 0;
+        }
+        let n = out.len().min(self.end - self.start);
+        out[..n].copy_from_slice(&self.buf[self.start..self.start + n]);
+        self.start += n;
+        Ok(n)
+    }
+}
+
+/// Checks a File frame's descriptor before Apache sends from it: a regular file, open for
+/// reading, holding the whole region.
+fn check_file(fd: &OwnedFd, offset: u64, len: u64) -> Result<(), String> {
+    use nix::fcntl::{FcntlArg, OFlag, fcntl};
+    use nix::sys::stat::{SFlag, fstat};
+    let stat = fstat(fd.as_raw_fd()).map_err(|e| format!("fstat: {e}"))?;
+    if SFlag::from_bits_truncate(stat.st_mode) & SFlag::S_IFMT != SFlag::S_IFREG {
+        return Err("not a regular file".into());
+    }
+    let flags = fcntl(fd.as_raw_fd(), FcntlArg::F_GETFL).map_err(|e| format!("fcntl: {e}"))?;
+    if OFlag::from_bits_truncate(flags) & OFlag::O_ACCMODE == OFlag::O_WRONLY {
+        return Err("not open for reading".into());
+    }
+    let size = u64::try_from(stat.st_size).unwrap_or(0);
+    if offset.checked_add(len).is_none_or(|end| end > size) {
+        return Err(format!(
+            "{len} bytes from offset {offset} run past the end of the file ({size} bytes)"
+        ));
+    }
+    Ok(())
 }
 
 /// How one exchange with a daemon ended.
@@ -190,14 +337,24 @@ fn oversized_header(head: &protocol::HeadFrame, limit: usize) -> bool {
         .any(|(name, value)| name.len() + 2 + value.len() > limit)
 }
 
-fn exchange(
-    io: &RequestIo,
-    stream: &mut UnixStream,
-    name: &str,
-    error_override: bool,
-    header_limit: usize,
-) -> Relayed {
+fn exchange(io: &RequestIo, mut link: Link<'_>, rules: &Rules) -> Relayed {
+    let name = link.name;
+    let (error_override, header_limit) = (rules.error_override, rules.header_limit);
+    let reader = DaemonReader {
+        stream: link.stream,
+        name,
+        fds: Vec::new(),
+    };
+    let mut space = [0u8; READ_BUFFER];
+    let mut frames = Buffered {
+        inner: reader,
+        buf: &mut space,
+        start: 0,
+        end: 0,
+    };
     let mut head_sent = false;
+    // A File frame ends the body: Apache has its end-of-stream marker.
+    let mut file_sent = false;
     let mut body_read = false;
     let mut accepted = false;
     // With WSGIErrorOverride: the application's error status, whose body is dropped.
@@ -208,7 +365,7 @@ fn exchange(
     // per request showed up as memset and malloc_consolidate in the profile of hello world.
     let mut body: Vec<u8> = Vec::new();
     loop {
-        let frame = match protocol::read_frame(stream) {
+        let frame = match protocol::read_frame(&mut frames) {
             Ok(frame) => frame,
             // The daemon went away before it took the request (it was exiting): nothing ran.
             Err(e) if !accepted && !matches!(e, ProtocolError::TimedOut) => {
@@ -246,7 +403,10 @@ fn exchange(
                     }
                     Err(_) => Frame::BodyError,
                 };
-                if protocol::write_frame(stream, &reply).is_err() {
+                if let Some(timeout) = link.timeout.take() {
+                    let _ = link.stream.set_write_timeout(Some(timeout));
+                }
+                if protocol::write_frame(&mut link.stream, &reply).is_err() {
                     return Relayed::Done(if head_sent {
                         sys::OK as i32
                     } else {
@@ -261,6 +421,33 @@ fn exchange(
                 redirect = local_location(&head).map(str::to_owned);
             }
             Frame::Data(_) if overridden.is_some() || redirect.is_some() => {}
+            Frame::File { .. } if overridden.is_some() || redirect.is_some() => {
+                drop(frames.inner.take_fd());
+            }
+            Frame::File { offset, len } if head_sent && !file_sent => {
+                let fd = frames.inner.take_fd();
+                let checked = fd
+                    .ok_or_else(|| "no descriptor came with it".to_owned())
+                    .and_then(|fd| check_file(&fd, offset, len).map(|()| fd));
+                match checked {
+                    Ok(fd) => {
+                        tracing::debug!("sending {len} bytes of a file passed by the daemon");
+                        if io.send_file(fd, offset, len, rules.sendfile).is_err() {
+                            // The client went away; the daemon notices when we close.
+                            return Relayed::Done(sys::OK as i32);
+                        }
+                        file_sent = true;
+                    }
+                    Err(why) => {
+                        tracing::error!(
+                            "WSGI0043: unexpected frame from daemon process '{name}': File \
+                             {{ offset: {offset}, len: {len} }} ({why})"
+                        );
+                        let _ = io.abort();
+                        return Relayed::Done(sys::OK as i32);
+                    }
+                }
+            }
             Frame::End if redirect.is_some() => {
                 return Relayed::Redirect(redirect.unwrap_or_default());
             }
@@ -289,7 +476,7 @@ fn exchange(
                 }
                 head_sent = true;
             }
-            Frame::Data(data) => {
+            Frame::Data(data) if !file_sent => {
                 if io.write(&data).is_err() {
                     // The client went away; the daemon notices when we close.
                     return Relayed::Done(sys::OK as i32);
@@ -320,5 +507,40 @@ fn exchange(
                 });
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buffered_reads_give_back_the_bytes_in_order() {
+        let mut bytes = Vec::new();
+        Frame::Accepted.encode(&mut bytes);
+        Frame::Data(vec![7; 100]).encode(&mut bytes);
+        Frame::Data((0..=255).cycle().take(50_000).collect()).encode(&mut bytes);
+        Frame::End.encode(&mut bytes);
+        let mut space = [0u8; 64];
+        let mut frames = Buffered {
+            inner: std::io::Cursor::new(&bytes),
+            buf: &mut space,
+            start: 0,
+            end: 0,
+        };
+        assert_eq!(protocol::read_frame(&mut frames), Ok(Frame::Accepted));
+        assert_eq!(
+            protocol::read_frame(&mut frames),
+            Ok(Frame::Data(vec![7; 100]))
+        );
+        let Ok(Frame::Data(large)) = protocol::read_frame(&mut frames) else {
+            panic!("a Data frame");
+        };
+        assert!(large.iter().copied().eq((0..=255).cycle().take(50_000)));
+        assert_eq!(protocol::read_frame(&mut frames), Ok(Frame::End));
+        assert_eq!(
+            protocol::read_frame(&mut frames),
+            Err(ProtocolError::Closed)
+        );
     }
 }

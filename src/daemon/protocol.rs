@@ -26,7 +26,8 @@ use codec::{Count, Reader, Sink};
 pub const MAGIC: [u8; 2] = *b"WS";
 
 /// The protocol version this build speaks; a frame with any other version is refused.
-pub const VERSION: u8 = 1;
+/// Version 2 added [`Frame::File`].
+pub const VERSION: u8 = 2;
 
 /// The length of the fixed frame header: magic, version, type and payload length.
 pub const HEADER_LEN: usize = 8;
@@ -56,10 +57,14 @@ const ABORT: u8 = 9;
 const FAILURE: u8 = 10;
 const RETRY: u8 = 11;
 const ACCEPTED: u8 = 12;
+const FILE: u8 = 13;
 
 /// Bits of the request's flags byte; any other bit set is an error.
 const FLAG_RELOADING: u8 = 1 << 0;
 const FLAG_HEADER_ONLY: u8 = 1 << 1;
+
+/// The furthest a [`Frame::File`] region may end: file offsets are signed 64-bit.
+const FILE_END: u64 = i64::MAX as u64;
 
 /// The smallest encodings of one list item: two `bytes`/`str` fields of length 0.
 const MIN_PAIR_LEN: usize = 8;
@@ -72,7 +77,7 @@ const COPY_LIMIT: usize = 64 * 1024;
 /// grows as they do, so a peer that declares 16 MiB and sends nothing costs little.
 const READ_RESERVE: usize = 64 * 1024;
 
-/// One message of the protocol. Variants are listed in type-code order (1 to 10).
+/// One message of the protocol. Variants are listed in type-code order (1 to 13).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Frame {
@@ -114,6 +119,16 @@ pub enum Frame {
     /// A connection that ends before this frame did not run the request, which can then be
     /// sent again; one that ends after it cannot. Empty payload.
     Accepted,
+    /// Type 13, daemon to child: the rest of the response body is `len` bytes of a regular
+    /// file from `offset`. The open file travels with the frame's bytes as an `SCM_RIGHTS`
+    /// control message; the frame itself only says which part to send. At least 1 byte, and
+    /// `offset + len` at most `i64::MAX`.
+    File {
+        /// Where the body starts in the file.
+        offset: u64,
+        /// How many bytes of the file to send.
+        len: u64,
+    },
 }
 
 /// The payload of [`Frame::Request`].
@@ -168,7 +183,7 @@ pub enum ProtocolError {
     /// older build meet.
     #[error("unsupported daemon protocol version {0} (this build speaks version {VERSION})")]
     UnsupportedVersion(u8),
-    /// The frame's type code is not one of the ten the protocol defines.
+    /// The frame's type code is not one of the thirteen the protocol defines.
     #[error("unknown daemon protocol frame type {0}")]
     UnknownType(u8),
     /// A payload of this many bytes is over [`MAX_PAYLOAD`]: declared by a received header, or
@@ -235,6 +250,19 @@ impl Frame {
         out
     }
 
+    /// Appends `data` to `out` as Data frames of at most `chunk` bytes each (at least 1, at most
+    /// [`MAX_PAYLOAD`]), without building a [`Frame`] that would own a copy of the bytes.
+    /// Nothing is appended for empty `data`, since a Data frame is never empty.
+    pub fn encode_data(data: &[u8], chunk: usize, out: &mut Vec<u8>) {
+        let chunk = chunk.clamp(1, MAX_PAYLOAD);
+        let frames = data.len().div_ceil(chunk);
+        out.reserve(data.len() + frames * HEADER_LEN);
+        for piece in data.chunks(chunk) {
+            out.extend_from_slice(&header(DATA, piece.len()));
+            out.extend_from_slice(piece);
+        }
+    }
+
     /// Takes one frame from the front of `buf`.
     ///
     /// Returns `Ok(None)` while `buf` holds less than a whole frame, and `Ok(Some((frame,
@@ -291,6 +319,7 @@ impl Frame {
             Self::Failure { .. } => "Failure",
             Self::Retry => "Retry",
             Self::Accepted => "Accepted",
+            Self::File { .. } => "File",
         }
     }
 
@@ -308,6 +337,7 @@ impl Frame {
             Self::Failure { .. } => FAILURE,
             Self::Retry => RETRY,
             Self::Accepted => ACCEPTED,
+            Self::File { .. } => FILE,
         }
     }
 
@@ -331,6 +361,10 @@ impl Frame {
             | Self::Accepted => {}
             Self::Head(head) => head.encode(out),
             Self::Failure { status } => out.put_u16(*status),
+            Self::File { offset, len } => {
+                out.put_u64(*offset);
+                out.put_u64(*len);
+            }
         }
     }
 
@@ -348,6 +382,10 @@ impl Frame {
             }
             Self::Failure { status } if !valid_status(*status) => {
                 invalid("Failure status is not between 100 and 999")
+            }
+            Self::File { len: 0, .. } => invalid("empty File frame"),
+            Self::File { offset, len } if offset.checked_add(*len).is_none_or(|e| e > FILE_END) => {
+                invalid("File region ends after i64::MAX")
             }
             _ => Ok(()),
         }
@@ -367,26 +405,26 @@ impl RequestFrame {
     }
 
     fn encode(&self, out: &mut impl Sink) {
-        let mut flags = 0;
-        if self.reloading {
-            flags |= FLAG_RELOADING;
-        }
-        if self.header_only {
-            flags |= FLAG_HEADER_ONLY;
-        }
+        let env: Vec<_> = self
+            .env
+            .iter()
+            .map(|(key, value)| (key.as_slice(), value.as_slice()))
+            .collect();
+        self.borrowed(&env).encode_payload(out);
+    }
 
-        out.put(&self.secret);
-        out.put_bytes(&self.script);
-        out.put_str(&self.application_group);
-        out.put_str(&self.callable);
-        out.put_str(&self.request_id);
-        out.put_str(&self.handler);
-        out.put_u8(flags);
-        out.put_i64(self.request_start_us);
-        out.put_len(self.env.len());
-        for (key, value) in &self.env {
-            out.put_bytes(key);
-            out.put_bytes(value);
+    fn borrowed<'a>(&'a self, env: &'a [(&'a [u8], &'a [u8])]) -> RequestRef<'a> {
+        RequestRef {
+            secret: &self.secret,
+            script: &self.script,
+            application_group: &self.application_group,
+            callable: &self.callable,
+            request_id: &self.request_id,
+            handler: &self.handler,
+            reloading: self.reloading,
+            header_only: self.header_only,
+            request_start_us: self.request_start_us,
+            env,
         }
     }
 
@@ -421,6 +459,77 @@ impl RequestFrame {
             request_start_us,
             env,
         })
+    }
+}
+
+/// A [`RequestFrame`] whose fields are borrowed, so that a request can be encoded without
+/// copying the environment first. Encodes to exactly the bytes of the owned frame.
+#[derive(Clone, Copy)]
+pub struct RequestRef<'a> {
+    /// See [`RequestFrame::secret`].
+    pub secret: &'a [u8; SECRET_LEN],
+    /// See [`RequestFrame::script`].
+    pub script: &'a [u8],
+    /// See [`RequestFrame::application_group`].
+    pub application_group: &'a str,
+    /// See [`RequestFrame::callable`].
+    pub callable: &'a str,
+    /// See [`RequestFrame::request_id`].
+    pub request_id: &'a str,
+    /// See [`RequestFrame::handler`].
+    pub handler: &'a str,
+    /// See [`RequestFrame::reloading`].
+    pub reloading: bool,
+    /// See [`RequestFrame::header_only`].
+    pub header_only: bool,
+    /// See [`RequestFrame::request_start_us`].
+    pub request_start_us: i64,
+    /// See [`RequestFrame::env`].
+    pub env: &'a [(&'a [u8], &'a [u8])],
+}
+
+impl RequestRef<'_> {
+    /// The encoded Request frame, header and payload.
+    ///
+    /// # Errors
+    ///
+    /// [`ProtocolError::TooLarge`] when the payload is over [`MAX_PAYLOAD`] (a Request frame
+    /// has no other limit).
+    pub fn encoded(&self) -> Result<Vec<u8>, ProtocolError> {
+        let mut count = Count::default();
+        self.encode_payload(&mut count);
+        let len = count.0;
+        if len > MAX_PAYLOAD {
+            return Err(ProtocolError::TooLarge(len));
+        }
+        let mut out = Vec::with_capacity(HEADER_LEN + len);
+        out.extend_from_slice(&header(REQUEST, len));
+        self.encode_payload(&mut out);
+        Ok(out)
+    }
+
+    fn encode_payload(&self, out: &mut impl Sink) {
+        let mut flags = 0;
+        if self.reloading {
+            flags |= FLAG_RELOADING;
+        }
+        if self.header_only {
+            flags |= FLAG_HEADER_ONLY;
+        }
+
+        out.put(self.secret);
+        out.put_bytes(self.script);
+        out.put_str(self.application_group);
+        out.put_str(self.callable);
+        out.put_str(self.request_id);
+        out.put_str(self.handler);
+        out.put_u8(flags);
+        out.put_i64(self.request_start_us);
+        out.put_len(self.env.len());
+        for (key, value) in self.env {
+            out.put_bytes(key);
+            out.put_bytes(value);
+        }
     }
 }
 
@@ -573,6 +682,27 @@ pub fn write_frame(w: &mut impl Write, frame: &Frame) -> Result<(), ProtocolErro
     Ok(())
 }
 
+/// Writes `data` as one Data frame, header then the borrowed payload, without copying it, and
+/// flushes.
+///
+/// # Errors
+///
+/// [`ProtocolError::InvalidValue`] for empty `data` and [`ProtocolError::TooLarge`] over
+/// [`MAX_PAYLOAD`], with nothing written; [`ProtocolError::TimedOut`] or [`ProtocolError::Io`]
+/// when the stream fails.
+pub fn write_data(w: &mut impl Write, data: &[u8]) -> Result<(), ProtocolError> {
+    if data.is_empty() {
+        return Err(ProtocolError::InvalidValue("empty Data frame"));
+    }
+    if data.len() > MAX_PAYLOAD {
+        return Err(ProtocolError::TooLarge(data.len()));
+    }
+    w.write_all(&header(DATA, data.len()))?;
+    w.write_all(data)?;
+    w.flush()?;
+    Ok(())
+}
+
 /// The header of a frame of type `code` with a payload of `len` bytes (`u32::MAX` when `len`
 /// does not fit, which no decoder accepts).
 fn header(code: u8, len: usize) -> [u8; HEADER_LEN] {
@@ -590,7 +720,7 @@ fn parse_header(header: [u8; HEADER_LEN]) -> Result<(u8, usize), ProtocolError> 
     if version != VERSION {
         return Err(ProtocolError::UnsupportedVersion(version));
     }
-    if !(REQUEST..=ACCEPTED).contains(&code) {
+    if !(REQUEST..=FILE).contains(&code) {
         return Err(ProtocolError::UnknownType(code));
     }
     let len = usize::try_from(u32::from_be_bytes([l0, l1, l2, l3])).unwrap_or(usize::MAX);
@@ -616,6 +746,10 @@ fn parse_payload(code: u8, payload: &[u8]) -> Result<Frame, ProtocolError> {
         FAILURE => Frame::Failure { status: r.u16()? },
         RETRY => Frame::Retry,
         ACCEPTED => Frame::Accepted,
+        FILE => Frame::File {
+            offset: r.u64()?,
+            len: r.u64()?,
+        },
         other => return Err(ProtocolError::UnknownType(other)),
     };
     r.finish()?;
@@ -730,6 +864,11 @@ mod tests {
             Frame::Failure { status: 404 },
             Frame::Retry,
             Frame::Accepted,
+            Frame::File { offset: 0, len: 1 },
+            Frame::File {
+                offset: 1 << 40,
+                len: FILE_END - (1 << 40),
+            },
         ]
     }
 
@@ -775,7 +914,85 @@ mod tests {
                 Ok(Some((frame.clone(), bytes.len())))
             );
         }
-        assert_eq!(seen, (1..=12).collect());
+        assert_eq!(seen, (1..=13).collect());
+    }
+
+    #[test]
+    fn file_layout_and_limits() {
+        let frame = Frame::File {
+            offset: 5,
+            len: 0x0102,
+        };
+        let expected = b"WS\x02\x0d\0\0\0\x10\0\0\0\0\0\0\0\x05\0\0\0\0\0\0\x01\x02";
+        assert_eq!(frame.encoded(), expected);
+        assert_eq!(Frame::decode(expected), Ok(Some((frame, expected.len()))));
+
+        let empty = Frame::File { offset: 7, len: 0 };
+        let past_end = Frame::File {
+            offset: FILE_END,
+            len: 1,
+        };
+        let overflow = Frame::File {
+            offset: u64::MAX,
+            len: 2,
+        };
+        for bad in [empty, past_end, overflow] {
+            assert!(
+                matches!(bad.check(), Err(ProtocolError::InvalidValue(_))),
+                "{bad:?}"
+            );
+            assert!(matches!(
+                Frame::decode(&bad.encoded()),
+                Err(ProtocolError::InvalidValue(_))
+            ));
+        }
+        assert_eq!(
+            decode_err(&framed(FILE, &[0; 15])),
+            ProtocolError::Truncated
+        );
+    }
+
+    #[test]
+    fn encode_data_matches_data_frames() {
+        let data: Vec<u8> = (0..=255).cycle().take(1000).collect();
+        let mut out = b"before".to_vec();
+        Frame::encode_data(&data, 300, &mut out);
+        let mut expected = b"before".to_vec();
+        for piece in data.chunks(300) {
+            Frame::Data(piece.to_vec()).encode(&mut expected);
+        }
+        assert_eq!(out, expected);
+
+        let mut empty = Vec::new();
+        Frame::encode_data(&[], 300, &mut empty);
+        Frame::encode_data(b"x", 0, &mut empty);
+        assert_eq!(empty, Frame::Data(b"x".to_vec()).encoded());
+    }
+
+    #[test]
+    fn a_borrowed_request_encodes_like_the_owned_one() {
+        for owned in [
+            request(),
+            RequestFrame {
+                env: Vec::new(),
+                ..request()
+            },
+        ] {
+            let env: Vec<_> = owned
+                .env
+                .iter()
+                .map(|(k, v)| (k.as_slice(), v.as_slice()))
+                .collect();
+            let frame = Frame::Request(Box::new(owned.clone()));
+            assert_eq!(owned.borrowed(&env).encoded(), Ok(frame.encoded()));
+        }
+        let big = vec![0; MAX_PAYLOAD];
+        let env = [(big.as_slice(), &b""[..])];
+        let owned = request();
+        assert!(matches!(
+            owned.borrowed(&env).encoded(),
+            Err(ProtocolError::TooLarge(_))
+        ));
     }
 
     #[test]
@@ -795,7 +1012,7 @@ mod tests {
                 env: Vec::new(),
             }
         }));
-        let mut expected = vec![b'W', b'S', 1, 1, 0, 0, 0, 81];
+        let mut expected = vec![b'W', b'S', 2, 1, 0, 0, 0, 81];
         expected.extend_from_slice(&[7; 32]);
         expected.extend_from_slice(b"\0\0\0\x02/s\0\0\0\x01g\0\0\0\x01c\0\0\0\x01r\0\0\0\x01h");
         expected.push(0b11);
@@ -812,16 +1029,16 @@ mod tests {
             headers: vec![("A".into(), "b".into())],
         });
         let expected =
-            b"WS\x01\x06\0\0\0\x19\x01\x94\x01\0\0\0\x04Gone\0\0\0\x01\0\0\0\x01A\0\0\0\x01b";
+            b"WS\x02\x06\0\0\0\x19\x01\x94\x01\0\0\0\x04Gone\0\0\0\x01\0\0\0\x01A\0\0\0\x01b";
         assert_eq!(frame.encoded(), expected);
         assert_eq!(
             Frame::ReadBody { max: 258 }.encoded(),
-            b"WS\x01\x02\0\0\0\x04\0\0\x01\x02"
+            b"WS\x02\x02\0\0\0\x04\0\0\x01\x02"
         );
-        assert_eq!(Frame::End.encoded(), b"WS\x01\x08\0\0\0\0");
+        assert_eq!(Frame::End.encoded(), b"WS\x02\x08\0\0\0\0");
         assert_eq!(
             Frame::Failure { status: 503 }.encoded(),
-            b"WS\x01\x0a\0\0\0\x02\x01\xf7"
+            b"WS\x02\x0a\0\0\0\x02\x01\xf7"
         );
     }
 
@@ -869,7 +1086,7 @@ mod tests {
         for frame in &frames {
             frame.encode(&mut stream);
         }
-        stream.extend_from_slice(b"WS\x01");
+        stream.extend_from_slice(b"WS\x02");
 
         let mut rest = &stream[..];
         let mut decoded = Vec::new();
@@ -878,28 +1095,28 @@ mod tests {
             rest = &rest[used..];
         }
         assert_eq!(decoded, frames);
-        assert_eq!(rest, b"WS\x01");
+        assert_eq!(rest, b"WS\x02");
     }
 
     #[test]
     fn header_errors_need_only_the_header() {
-        assert_eq!(decode_err(b"XS\x01\x08\0\0\0\0"), ProtocolError::BadMagic);
+        assert_eq!(decode_err(b"XS\x02\x08\0\0\0\0"), ProtocolError::BadMagic);
         assert_eq!(decode_err(b"GET / HTTP/1.1\r\n"), ProtocolError::BadMagic);
         assert_eq!(
-            decode_err(b"WS\x02\x08\0\0\0\0"),
-            ProtocolError::UnsupportedVersion(2)
+            decode_err(b"WS\x01\x08\0\0\0\0"),
+            ProtocolError::UnsupportedVersion(1)
         );
         assert_eq!(
-            decode_err(b"WS\x01\xc8\0\0\0\0"),
+            decode_err(b"WS\x02\xc8\0\0\0\0"),
             ProtocolError::UnknownType(200)
         );
         assert_eq!(
-            decode_err(b"WS\x01\x00\0\0\0\0"),
+            decode_err(b"WS\x02\x00\0\0\0\0"),
             ProtocolError::UnknownType(0)
         );
         assert_eq!(
-            decode_err(b"WS\x01\x0d\0\0\0\0"),
-            ProtocolError::UnknownType(13)
+            decode_err(b"WS\x02\x0e\0\0\0\0"),
+            ProtocolError::UnknownType(14)
         );
 
         // Declared one byte over the cap, with only the header present.
@@ -1061,8 +1278,8 @@ mod tests {
     fn error_messages_read_as_log_lines() {
         let messages = [
             (
-                ProtocolError::UnsupportedVersion(2),
-                "version 2 (this build speaks version 1)",
+                ProtocolError::UnsupportedVersion(1),
+                "version 1 (this build speaks version 2)",
             ),
             (
                 ProtocolError::TooLarge(20_000_000),

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use nix::sys::resource::{Resource, setrlimit};
 use nix::sys::signal::{SigSet, Signal};
 use nix::unistd::{Gid, Uid, User};
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 use pyo3::prelude::*;
 
 use super::manager::{GroupInfo, resolve_group, resolve_user};
@@ -106,6 +106,7 @@ pub fn run(info: &GroupInfo, listener: UnixListener, settings: PythonSettings, i
         last_activity_ms: AtomicU64::new(0),
         heartbeat_ms: AtomicU64::new(0),
         slots: (0..config.threads).map(|_| Slot::default()).collect(),
+        turns: Turns::new(config.threads as usize),
         restart: Mutex::new(None),
         scripts: Mutex::new(std::collections::HashMap::new()),
     });
@@ -488,14 +489,88 @@ struct Shared {
     last_activity_ms: AtomicU64,
     heartbeat_ms: AtomicU64,
     slots: Vec<Slot>,
+    /// Which idle request thread accepts the next connection.
+    turns: Turns,
     restart: Mutex<Option<Restart>>,
     /// Scripts this process has run, with their modification time then.
     scripts: Mutex<std::collections::HashMap<String, std::time::SystemTime>>,
 }
 
+/// Which request threads wait in `accept()`: at most [`ACCEPTORS`] at a time, and the most
+/// recently idle ones. A sequential client is then served by the same two threads, whose caches
+/// are warm and which the scheduler need not move between CPUs (with every thread in
+/// `accept()`, the kernel woke them in turn, and moved a thread on nearly every request). The
+/// other idle threads wait on a LIFO stack and are woken one at a time, only when no thread is
+/// left in `accept()`.
+struct Turns {
+    state: Mutex<TurnState>,
+    /// One per request thread, to wake it when its turn comes.
+    wake: Vec<Condvar>,
+}
+
+/// How many threads wait in `accept()` at once. With two, the thread that has just served a
+/// connection goes back to `accept()` behind the other one, so that one is always ready and
+/// no thread has to be woken for the next connection (the kernel hands connections to the
+/// threads in `accept()` in the order they began to wait).
+const ACCEPTORS: usize = 2;
+
+struct TurnState {
+    /// Threads in `accept()`, or given the turn and waking up.
+    accepting: usize,
+    /// The threads waiting for a turn, the most recently idle last.
+    waiting: Vec<usize>,
+    /// Per thread: it was given a turn and has not taken it yet.
+    given: Vec<bool>,
+}
+
+impl Turns {
+    fn new(threads: usize) -> Self {
+        Self {
+            state: Mutex::new(TurnState {
+                accepting: 0,
+                waiting: Vec::with_capacity(threads),
+                given: vec![false; threads],
+            }),
+            wake: (0..threads).map(|_| Condvar::new()).collect(),
+        }
+    }
+
+    /// Returns when thread `me` may go into `accept()`: at once if fewer than [`ACCEPTORS`]
+    /// threads are there, else when it is the most recently idle thread and none is left.
+    fn take(&self, me: usize) {
+        let mut state = self.state.lock();
+        if state.accepting < ACCEPTORS {
+            state.accepting += 1;
+            return;
+        }
+        state.waiting.push(me);
+        while !state.given[me] {
+            self.wake[me].wait(&mut state);
+        }
+        state.given[me] = false;
+    }
+
+    /// Called by a thread whose `accept()` returned, before it serves the connection: when no
+    /// thread is left in `accept()`, wakes the most recently idle one to go there.
+    fn pass(&self) {
+        let mut state = self.state.lock();
+        state.accepting -= 1;
+        if state.accepting == 0
+            && let Some(next) = state.waiting.pop()
+        {
+            state.accepting += 1;
+            state.given[next] = true;
+            self.wake[next].notify_one();
+        }
+    }
+}
+
 fn accept_loop(shared: &Shared, listener: &UnixListener, slot: usize) {
     loop {
-        match listener.accept() {
+        shared.turns.take(slot);
+        let accepted = listener.accept();
+        shared.turns.pass();
+        match accepted {
             Ok((stream, _)) => {
                 // A connection accepted while stopping is still served: the main thread waits
                 // for it (up to the drain time).
@@ -534,8 +609,7 @@ fn accept_loop(shared: &Shared, listener: &UnixListener, slot: usize) {
 
 /// Serves one connection; true when the application ran.
 fn serve_connection(shared: &Shared, mut stream: UnixStream, slot: &Slot) -> bool {
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(60)));
-    let request = match protocol::read_frame(&mut stream) {
+    let request = match read_request(&mut stream) {
         Ok(Frame::Request(request)) if request.secret_matches(&shared.info.secret) => request,
         Ok(Frame::Request(_)) => {
             tracing::warn!("WSGI0039: dropped a connection whose request had a wrong secret");
@@ -552,7 +626,6 @@ fn serve_connection(shared: &Shared, mut stream: UnixStream, slot: &Slot) -> boo
             return false;
         }
     };
-    let _ = stream.set_read_timeout(None);
     if shared.restart.lock().is_some() || shared.stopping.load(Ordering::Acquire) {
         // Restarting or stopping: the replacement process will take it.
         let _ = protocol::write_frame(&mut stream, &Frame::Retry);
@@ -596,7 +669,8 @@ fn serve_connection(shared: &Shared, mut stream: UnixStream, slot: &Slot) -> boo
         conn: Mutex::new(Conn {
             stream,
             body_done: false,
-            held: None,
+            held: Vec::new(),
+            limited_reads: true,
         }),
     });
     let _ = shared.first_request_ms.compare_exchange(
@@ -616,6 +690,37 @@ fn serve_connection(shared: &Shared, mut stream: UnixStream, slot: &Slot) -> boo
     let mut conn = backend.conn.lock();
     let _ = conn.send(&last);
     true
+}
+
+/// How long a new connection may take to send its request frame.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The bytes of a request frame that [`read_request`] takes in its first read; a request frame
+/// is usually 1 to 3 KiB.
+const REQUEST_PEEK: usize = 8 * 1024;
+
+/// Reads the first frame of a connection, with a read timeout of [`REQUEST_TIMEOUT`] that is
+/// left on the socket: [`Conn::unlimit_reads`] clears it before the first body read, so that a
+/// response that reads no body costs no second `setsockopt`. The child writes the whole frame
+/// at once, so one read usually takes all of it.
+fn read_request(stream: &mut UnixStream) -> Result<Frame, protocol::ProtocolError> {
+    use std::io::Read as _;
+    stream.set_read_timeout(Some(REQUEST_TIMEOUT))?;
+    let mut first = [0u8; REQUEST_PEEK];
+    let got = loop {
+        match stream.read(&mut first) {
+            Ok(0) => return Err(protocol::ProtocolError::Closed),
+            Ok(n) => break n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e.into()),
+        }
+    };
+    match Frame::decode(&first[..got])? {
+        Some((frame, used)) if used == got => Ok(frame),
+        // The child sends nothing after its request until it is asked.
+        Some((_, used)) => Err(protocol::ProtocolError::TrailingBytes(got - used)),
+        None => protocol::read_frame(&mut (&first[..got]).chain(&mut *stream)),
+    }
 }
 
 /// Whether the script's modification time `mtime` differs from when this process first ran it
@@ -690,28 +795,63 @@ struct DaemonBackend {
 struct Conn {
     stream: UnixStream,
     body_done: bool,
-    /// The encoded `Head` frame, held back to go out in the same write as the frame after it
-    /// (each write wakes the Apache child; a small response then needs fewer wake-ups).
-    held: Option<Vec<u8>>,
+    /// Encoded frames held back to go out in the same write as the next frame that is sent
+    /// (each write wakes the Apache child): the `Head`, and the `Data` of a list response
+    /// ([`Backend::hold`]). A hello world then goes out as one write of Head, Data and End.
+    held: Vec<u8>,
+    /// Whether the read timeout set for the request frame is still on the socket.
+    limited_reads: bool,
 }
 
 impl Conn {
-    /// Writes `frame`, preceded by the held `Head` frame if there is one.
+    /// Clears the socket's read timeout (set by [`read_request`]) before the first read of the
+    /// request body, which may take as long as the client does.
+    fn unlimit_reads(&mut self) {
+        if std::mem::take(&mut self.limited_reads) {
+            let _ = self.stream.set_read_timeout(None);
+        }
+    }
+
+    /// Writes `frame`, preceded by the held frames if there are any.
     fn send(&mut self, frame: &Frame) -> Result<(), BackendError> {
         use std::io::Write as _;
-        match self.held.take() {
-            None => protocol::write_frame(&mut self.stream, frame).map_err(|_| BackendError::Write),
-            Some(mut out) => {
-                frame.check().map_err(|_| BackendError::Write)?;
-                frame.encode(&mut out);
-                self.stream.write_all(&out).map_err(|_| BackendError::Write)
-            }
+        if self.held.is_empty() {
+            return protocol::write_frame(&mut self.stream, frame).map_err(|_| BackendError::Write);
         }
+        frame.check().map_err(|_| BackendError::Write)?;
+        let mut out = std::mem::take(&mut self.held);
+        frame.encode(&mut out);
+        self.stream.write_all(&out).map_err(|_| BackendError::Write)
+    }
+
+    /// Writes `data` as Data frames, after the held frames.
+    fn send_data(&mut self, data: &[u8]) -> Result<(), BackendError> {
+        use std::io::Write as _;
+        for chunk in data.chunks(DATA_CHUNK) {
+            if self.held.is_empty() && chunk.len() >= COPY_AT_LEAST {
+                // Large: not copied into a buffer; header and payload in two writes.
+                protocol::write_data(&mut self.stream, chunk).map_err(|_| BackendError::Write)?;
+                continue;
+            }
+            let mut out = std::mem::take(&mut self.held);
+            Frame::encode_data(chunk, DATA_CHUNK, &mut out);
+            self.stream
+                .write_all(&out)
+                .map_err(|_| BackendError::Write)?;
+        }
+        Ok(())
     }
 }
 
 /// The most response bytes put in one frame.
 const DATA_CHUNK: usize = 256 * 1024;
+
+/// The most bytes [`Conn::held`] may grow to through [`Backend::hold`]; a list response larger
+/// than this is written as it is sent.
+const HOLD_LIMIT: usize = 256 * 1024;
+
+/// Data blocks at least this large that find nothing held go out without being copied first.
+const COPY_AT_LEAST: usize = 64 * 1024;
 
 impl Backend for DaemonBackend {
     fn read(&self, buf: &mut [u8]) -> Result<usize, BackendError> {
@@ -723,6 +863,7 @@ impl Backend for DaemonBackend {
         let ask = Frame::ReadBody {
             max: u32::try_from(max).unwrap_or(u32::MAX),
         };
+        conn.unlimit_reads();
         conn.send(&ask).map_err(|_| BackendError::Read)?;
         match protocol::read_frame(&mut conn.stream) {
             Ok(Frame::Body(data)) if data.len() <= max => {
@@ -740,6 +881,7 @@ impl Backend for DaemonBackend {
         }
     }
 
+    /// Holds the `Head` frame (never writes: called with the GIL held).
     fn set_head(&self, head: &ResponseHead) -> Result<(), BackendError> {
         let frame = Frame::Head(HeadFrame {
             status: head.status,
@@ -747,40 +889,107 @@ impl Backend for DaemonBackend {
             headers: head.headers.clone(),
         });
         frame.check().map_err(|_| BackendError::Write)?;
-        use std::io::Write as _;
-        let mut conn = self.conn.lock();
-        if let Some(earlier) = conn.held.take() {
-            // Not expected (a response has one head), but keep the frames in order.
-            conn.stream
-                .write_all(&earlier)
-                .map_err(|_| BackendError::Write)?;
-        }
-        conn.held = Some(frame.encoded());
+        // Appended after anything already held (not expected: a response has one head), so
+        // the frames stay in order.
+        frame.encode(&mut self.conn.lock().held);
         Ok(())
     }
 
     fn write(&self, data: &[u8]) -> Result<(), BackendError> {
-        let mut conn = self.conn.lock();
-        for chunk in data.chunks(DATA_CHUNK) {
-            conn.send(&Frame::Data(chunk.to_vec()))?;
+        self.conn.lock().send_data(data)
+    }
+
+    /// Holds `data` as Data frames while the held bytes stay within [`HOLD_LIMIT`]; never
+    /// writes (called with the GIL held).
+    fn hold(&self, data: &[u8]) -> Result<bool, BackendError> {
+        // Another thread of the application reading the body holds the lock while it waits
+        // for the child: do not wait for it with the GIL held.
+        let Some(mut conn) = self.conn.try_lock() else {
+            return Ok(false);
+        };
+        let frames = data.len().div_ceil(DATA_CHUNK);
+        let grown = conn.held.len() + data.len() + frames * protocol::HEADER_LEN;
+        if grown > HOLD_LIMIT {
+            return Ok(false);
         }
-        Ok(())
+        Frame::encode_data(data, DATA_CHUNK, &mut conn.held);
+        Ok(true)
     }
 
     fn abort(&self) {
         let _ = self.conn.lock().send(&Frame::Abort);
     }
 
-    /// Streams the file region to the Apache child (which cannot take a descriptor over the
-    /// socket), without copying it through Python.
+    /// Passes the open file to the Apache child, which sends the region itself as embedded
+    /// mode does (a File frame with the descriptor). When the descriptor cannot be passed,
+    /// streams the region through the socket in Data frames instead.
     fn send_file(&self, fd: OwnedFd, offset: u64, len: u64) -> Result<bool, BackendError> {
+        let mut conn = self.conn.lock();
+        if len == 0 {
+            return Ok(true);
+        }
+        match conn.pass_file(&fd, offset, len) {
+            Ok(true) => return Ok(true),
+            Ok(false) => {}
+            Err(e) => {
+                tracing::debug!("cannot pass a file to the Apache child ({e}); streaming it");
+            }
+        }
+        conn.stream_file(fd, offset, len)?;
+        Ok(true)
+    }
+}
+
+impl Conn {
+    /// Sends the held frames and a File frame, with `fd` attached (`SCM_RIGHTS`), in one
+    /// `sendmsg`. `Ok(false)` when the region cannot be described by a File frame; `Err` when
+    /// `sendmsg` failed with nothing sent, the held frames being kept.
+    fn pass_file(&mut self, fd: &OwnedFd, offset: u64, len: u64) -> Result<bool, BackendError> {
+        use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
+        use std::io::Write as _;
+        use std::os::fd::AsRawFd as _;
+        let frame = Frame::File { offset, len };
+        if frame.check().is_err() {
+            return Ok(false);
+        }
+        let kept = self.held.len();
+        let mut out = std::mem::take(&mut self.held);
+        frame.encode(&mut out);
+        let fds = [fd.as_raw_fd()];
+        let rights = [ControlMessage::ScmRights(&fds)];
+        let iov = [std::io::IoSlice::new(&out)];
+        let sent = loop {
+            let flags = MsgFlags::MSG_NOSIGNAL;
+            match sendmsg::<()>(self.stream.as_raw_fd(), &iov, &rights, flags, None) {
+                Err(nix::errno::Errno::EINTR) => {}
+                other => break other,
+            }
+        };
+        match sent {
+            // The descriptor went with the first bytes; the rest are plain bytes.
+            Ok(n) => self
+                .stream
+                .write_all(&out[n..])
+                .map(|()| true)
+                .map_err(|_| BackendError::Write),
+            Err(e) => {
+                tracing::debug!("sendmsg of a file descriptor failed: {e}");
+                out.truncate(kept);
+                self.held = out;
+                Err(BackendError::Write)
+            }
+        }
+    }
+
+    /// Streams the file region to the Apache child in Data frames, without copying it through
+    /// Python.
+    fn stream_file(&mut self, fd: OwnedFd, offset: u64, len: u64) -> Result<(), BackendError> {
         use std::io::{Read, Seek, SeekFrom};
         let mut file = std::fs::File::from(fd);
         file.seek(SeekFrom::Start(offset))
             .map_err(|_| BackendError::Write)?;
         let mut left = len;
         let mut chunk = vec![0u8; DATA_CHUNK];
-        let mut conn = self.conn.lock();
         while left > 0 {
             let want = usize::try_from(left).unwrap_or(usize::MAX).min(DATA_CHUNK);
             let n = file
@@ -789,9 +998,261 @@ impl Backend for DaemonBackend {
             if n == 0 {
                 break;
             }
-            conn.send(&Frame::Data(chunk[..n].to_vec()))?;
+            self.send_data(&chunk[..n])?;
             left -= n as u64;
         }
-        Ok(true)
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn connected() -> (DaemonBackend, UnixStream) {
+        let (ours, theirs) = UnixStream::pair().expect("socket pair");
+        theirs.set_nonblocking(true).expect("non-blocking");
+        let conn = Conn {
+            stream: ours,
+            body_done: false,
+            held: Vec::new(),
+            limited_reads: false,
+        };
+        let backend = DaemonBackend {
+            conn: Mutex::new(conn),
+        };
+        (backend, theirs)
+    }
+
+    fn head() -> ResponseHead {
+        ResponseHead {
+            status: 200,
+            reason: Some("OK".into()),
+            headers: vec![("Content-Type".into(), "text/plain".into())],
+        }
+    }
+
+    /// Everything the peer can read now, as frames.
+    fn frames(peer: &mut UnixStream) -> Vec<Frame> {
+        use std::io::Read as _;
+        let mut bytes = Vec::new();
+        let mut buf = [0; 4096];
+        loop {
+            match peer.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => bytes.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) => panic!("read: {e}"),
+            }
+        }
+        let mut out = Vec::new();
+        let mut at = 0;
+        while let Some((frame, used)) = Frame::decode(&bytes[at..]).expect("valid frames") {
+            out.push(frame);
+            at += used;
+        }
+        assert_eq!(at, bytes.len(), "a partial frame");
+        out
+    }
+
+    fn request_bytes() -> Vec<u8> {
+        Frame::Request(Box::new(RequestFrame {
+            secret: [1; protocol::SECRET_LEN],
+            script: b"/srv/app.wsgi".to_vec(),
+            application_group: String::new(),
+            callable: "application".into(),
+            request_id: "id".into(),
+            handler: "wsgi-script".into(),
+            reloading: false,
+            header_only: false,
+            request_start_us: 0,
+            env: vec![(b"K".to_vec(), vec![b'v'; 3 * REQUEST_PEEK])],
+        }))
+        .encoded()
+    }
+
+    #[test]
+    fn requests_are_read_whole_split_or_refused_with_extra_bytes() {
+        use std::io::Write as _;
+        let bytes = request_bytes();
+        let expected = Frame::decode(&bytes).expect("valid").expect("whole").0;
+
+        // In one piece, larger than the first read, and in two pieces some time apart.
+        let (mut ours, mut theirs) = UnixStream::pair().expect("socket pair");
+        theirs.write_all(&bytes).expect("write");
+        assert_eq!(read_request(&mut ours), Ok(expected.clone()));
+        let small = Frame::Retry.encoded();
+        theirs.write_all(&small).expect("write");
+        assert_eq!(read_request(&mut ours), Ok(Frame::Retry));
+        let writer = std::thread::spawn(move || {
+            theirs.write_all(&bytes[..100]).expect("write");
+            std::thread::sleep(Duration::from_millis(50));
+            theirs.write_all(&bytes[100..]).expect("write");
+            theirs
+        });
+        std::thread::sleep(Duration::from_millis(10));
+        assert_eq!(read_request(&mut ours), Ok(expected));
+        let mut theirs = writer.join().expect("writer");
+
+        // Anything after the request is refused.
+        let mut two = small.clone();
+        two.extend_from_slice(&small);
+        theirs.write_all(&two).expect("write");
+        assert_eq!(
+            read_request(&mut ours),
+            Err(protocol::ProtocolError::TrailingBytes(small.len()))
+        );
+        drop(theirs);
+        assert_eq!(
+            read_request(&mut ours),
+            Err(protocol::ProtocolError::Closed)
+        );
+    }
+
+    #[test]
+    fn a_file_goes_over_as_a_descriptor_with_the_held_frames() {
+        use std::io::{Read as _, Seek as _, Write as _};
+        use std::os::fd::AsFd as _;
+        let mut file = tempfile::tempfile().expect("temporary file");
+        file.write_all(b"0123456789").expect("write");
+        let (backend, peer) = connected();
+        backend.set_head(&head()).expect("head");
+        assert_eq!(backend.send_file(OwnedFd::from(file), 3, 5), Ok(true));
+
+        let mut fds = Vec::new();
+        let mut buf = [0; 4096];
+        let got = crate::apache::request::recv_with_fds(peer.as_fd(), &mut buf, &mut fds)
+            .expect("recvmsg");
+        assert!(!got.truncated);
+        let (first, used) = Frame::decode(&buf[..got.bytes])
+            .expect("valid")
+            .expect("whole");
+        assert!(matches!(first, Frame::Head(_)));
+        let second = Frame::decode(&buf[used..got.bytes]).expect("valid");
+        assert_eq!(
+            second,
+            Some((Frame::File { offset: 3, len: 5 }, got.bytes - used))
+        );
+
+        // The descriptor is the file itself.
+        assert_eq!(fds.len(), 1);
+        let mut file = std::fs::File::from(fds.remove(0));
+        file.rewind().expect("seek");
+        let mut text = String::new();
+        file.read_to_string(&mut text).expect("read");
+        assert_eq!(text, "0123456789");
+    }
+
+    #[test]
+    fn the_most_recently_idle_thread_accepts_next() {
+        let turns = Arc::new(Turns::new(4));
+        // Two threads go into accept() at once; the others wait.
+        turns.take(0);
+        turns.take(1);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let mut handles = Vec::new();
+        for me in [2, 3] {
+            let (theirs, tx) = (Arc::clone(&turns), tx.clone());
+            handles.push(std::thread::spawn(move || {
+                theirs.take(me);
+                tx.send(me).expect("send");
+            }));
+            while turns.state.lock().waiting.len() < me - 1 {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        // Thread 0 takes a connection: thread 1 is still in accept(), nobody is woken.
+        turns.pass();
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(rx.try_recv().is_err());
+        // Thread 1 takes one too: the most recently idle thread (3) goes into accept().
+        turns.pass();
+        assert_eq!(rx.recv().ok(), Some(3));
+        // Thread 0, done, goes back into accept() without waiting.
+        turns.take(0);
+        assert_eq!(turns.state.lock().accepting, 2);
+        turns.pass();
+        turns.pass();
+        assert_eq!(rx.recv().ok(), Some(2));
+        for handle in handles {
+            handle.join().expect("thread");
+        }
+        let state = turns.state.lock();
+        assert_eq!(state.accepting, 1);
+        assert!(state.waiting.is_empty() && !state.given.contains(&true));
+    }
+
+    #[test]
+    fn head_and_held_data_go_out_with_the_end() {
+        let (backend, mut peer) = connected();
+        backend.set_head(&head()).expect("head");
+        assert_eq!(backend.hold(b"hello, "), Ok(true));
+        assert_eq!(backend.hold(b""), Ok(true));
+        assert_eq!(backend.hold(b"world\n"), Ok(true));
+        assert!(
+            frames(&mut peer).is_empty(),
+            "nothing is written before the end"
+        );
+
+        backend.conn.lock().send(&Frame::End).expect("end");
+        let expected = vec![
+            Frame::Head(HeadFrame {
+                status: 200,
+                reason: Some("OK".into()),
+                headers: vec![("Content-Type".into(), "text/plain".into())],
+            }),
+            Frame::Data(b"hello, ".to_vec()),
+            Frame::Data(b"world\n".to_vec()),
+            Frame::End,
+        ];
+        assert_eq!(frames(&mut peer), expected);
+    }
+
+    #[test]
+    fn holding_stops_at_the_limit_and_writes_keep_the_order() {
+        let (backend, mut peer) = connected();
+        backend.set_head(&head()).expect("head");
+        let block = vec![b'x'; 100 * 1024];
+        assert_eq!(backend.hold(&block), Ok(true));
+        assert_eq!(backend.hold(&block), Ok(true));
+        assert_eq!(backend.hold(&block), Ok(false), "over 256 KiB");
+        assert!(frames(&mut peer).is_empty());
+
+        // What could not be held is written, after what was.
+        backend.write(b"tail").expect("write");
+        let got = frames(&mut peer);
+        assert_eq!(got.len(), 4);
+        assert!(matches!(&got[0], Frame::Head(_)));
+        assert_eq!(got[1], Frame::Data(block.clone()));
+        assert_eq!(got[2], Frame::Data(block));
+        assert_eq!(got[3], Frame::Data(b"tail".to_vec()));
+    }
+
+    #[test]
+    fn held_frames_precede_an_abort_and_large_writes_are_split() {
+        let (backend, mut peer) = connected();
+        backend.set_head(&head()).expect("head");
+        backend.abort();
+        let got = frames(&mut peer);
+        assert!(
+            matches!(&got[..], [Frame::Head(_), Frame::Abort]),
+            "{got:?}"
+        );
+
+        let (backend, peer) = connected();
+        let reader = std::thread::spawn(move || {
+            peer.set_nonblocking(false).expect("blocking");
+            let mut peer = peer;
+            let mut sizes = Vec::new();
+            while let Ok(frame) = protocol::read_frame(&mut peer) {
+                if let Frame::Data(data) = frame {
+                    sizes.push(data.len());
+                }
+            }
+            sizes
+        });
+        backend.write(&vec![1; DATA_CHUNK + 10]).expect("write");
+        drop(backend);
+        assert_eq!(reader.join().expect("reader"), [DATA_CHUNK, 10]);
     }
 }

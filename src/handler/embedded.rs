@@ -219,7 +219,13 @@ pub(super) fn serve(r: &mut Request<'_>, target: &Target<'_>, daemon: Option<&Gr
 
     if let Some(group) = daemon {
         let error_override = dir.error_override.unwrap_or(false);
-        return crate::daemon::client::relay(r, &spec, group, error_override);
+        return crate::daemon::client::relay(
+            r,
+            &spec,
+            group,
+            error_override,
+            dir.enable_sendfile.unwrap_or(false),
+        );
     }
     let outcome = r.with_io(|io| {
         let backend = Arc::new(EmbeddedBackend {

@@ -51,6 +51,11 @@ impl<'a> Reader<'a> {
         self.array().map(i64::from_be_bytes)
     }
 
+    /// A big-endian `u64`.
+    pub(super) fn u64(&mut self) -> Result<u64, ProtocolError> {
+        self.array().map(u64::from_be_bytes)
+    }
+
     /// A `bytes` field: a `u32` length, then that many raw bytes, borrowed from the payload.
     pub(super) fn bytes(&mut self) -> Result<&'a [u8], ProtocolError> {
         let len = self.length()?;
@@ -133,6 +138,11 @@ pub(super) trait Sink {
 
     /// A big-endian `i64`.
     fn put_i64(&mut self, value: i64) {
+        self.put(&value.to_be_bytes());
+    }
+
+    /// A big-endian `u64`.
+    fn put_u64(&mut self, value: u64) {
         self.put(&value.to_be_bytes());
     }
 
