@@ -522,8 +522,9 @@ fn file_data() -> (Vec<u8>, Vec<u8>) {
     (first, rest)
 }
 
-/// Serves [`FILE_APP`] with `WSGIEnableSendfile` on or off. The checks are on the bytes only:
-/// in daemon mode the daemon streams the file to the Apache child whatever `sendfile` says.
+/// Serves [`FILE_APP`] with `WSGIEnableSendfile` on or off. The checks are on the bytes only
+/// (in daemon mode the daemon passes the open file to the Apache child, which sends it as in
+/// embedded mode).
 fn check_file_wrapper(mode: Mode, sendfile: bool) {
     let (first, rest) = file_data();
     let mut data = first.clone();
