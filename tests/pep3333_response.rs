@@ -490,7 +490,7 @@ def application(environ, start_response):
 }
 
 /// Serves `data.txt` through `wsgi.file_wrapper` after skipping its first line; `/limited`
-/// declares a Content-Length shorter than the rest of the file.
+/// declares a Content-Length shorter than the rest of the file, `/toolong` one longer.
 const FILE_APP: &str = r#"
 import os
 OPENED = []
@@ -506,6 +506,8 @@ def application(environ, start_response):
     headers = [('Content-Type', 'application/octet-stream')]
     if environ['PATH_INFO'] == '/limited':
         headers.append(('Content-Length', '1000'))
+    if environ['PATH_INFO'] == '/toolong':
+        headers.append(('Content-Length', str(os.path.getsize(path) * 2)))
     start_response('200 OK', headers)
     return environ['wsgi.file_wrapper'](f, 8192)
 "#;
@@ -537,6 +539,7 @@ fn check_file_wrapper(mode: Mode, sendfile: bool) {
         .file("app/app.wsgi", FILE_APP)
         .file("app/data.txt", &data)
         .config(&mode.config(&config))
+        .allow_log("WSGI0013")
         .start();
     let r = server.get("/f/whole");
     assert_eq!(r.status, 200);
@@ -551,9 +554,25 @@ fn check_file_wrapper(mode: Mode, sendfile: bool) {
         "sendfile={sendfile}: {:?}",
         r.text()
     );
+    // A file shorter than its Content-Length: the client must be able to tell (the declared
+    // length kept, the connection closed early), as for any other short body.
+    let r = get(server.port(), "/f/toolong", "");
+    assert_eq!(r.status, 200);
+    let declared = (data.len() * 2).to_string();
+    assert_eq!(r.header("content-length"), Some(declared.as_str()));
+    assert!(
+        !r.complete,
+        "sendfile={sendfile}: a short file looked complete"
+    );
+    assert!(r.body == rest, "sendfile={sendfile}: wrong content");
+    assert!(
+        server.wait_for_log("WSGI0013", Duration::from_secs(5)),
+        "no WSGI0013 for the short file:\n{}",
+        server.error_log()
+    );
     assert_eq!(
         server.get("/f/closed").text(),
-        "closed=2/2",
+        "closed=3/3",
         "sendfile={sendfile}"
     );
 }
@@ -772,4 +791,50 @@ fn list_and_tuple_responses_are_sent_whole(mode: Mode) {
         "no WSGI0014 for the excess:\n{}",
         server.error_log()
     );
+}
+
+/// One request's thread waits in `wsgi.input.read` for a client that is slow to send its body
+/// while another thread of the same request answers: other requests of the process must not
+/// wait for that client.
+const RACER_APP: &str = r#"
+import threading, time
+def application(environ, start_response):
+    if environ['PATH_INFO'] == '/racer':
+        body = environ['wsgi.input']
+        threading.Thread(target=lambda: body.read(100), daemon=True).start()
+        time.sleep(0.3)
+        start_response('200 OK', [('Content-Type', 'text/plain')])
+        return [b'racer done']
+    start_response('200 OK', [('Content-Type', 'text/plain')])
+    return [b'tick']
+"#;
+
+in_both_modes!(a_thread_blocked_reading_the_body_does_not_stall_other_requests);
+fn a_thread_blocked_reading_the_body_does_not_stall_other_requests(mode: Mode) {
+    let server = ServerBuilder::new()
+        .file("app.wsgi", RACER_APP)
+        .config(&mode.config("WSGIScriptAlias /r ${TEST_DIR}/app.wsgi"))
+        .start();
+    let mut racer = Conn::open(server.port());
+    let head = format!(
+        "POST /r/racer HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100\r\n\
+         Connection: close\r\n\r\n{}",
+        "x".repeat(10)
+    );
+    racer.send(head.as_bytes()).expect("send the racer");
+    std::thread::sleep(Duration::from_millis(1000));
+    let start = Instant::now();
+    let r = get(server.port(), "/r/tick", "");
+    let waited = start.elapsed();
+    assert_eq!(r.text(), "tick");
+    // The rest of the racer's body comes 5 s after its start; before the fix the tick waited
+    // for it with the GIL held.
+    assert!(
+        waited < Duration::from_millis(2500),
+        "a request waited {waited:?} for another request's slow client"
+    );
+    std::thread::sleep(Duration::from_millis(4000).saturating_sub(waited));
+    racer.send(&[b'x'; 90]).expect("send the rest");
+    let done = racer.read_response(Duration::from_secs(10), false);
+    assert_eq!(done.text(), "racer done");
 }

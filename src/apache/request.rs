@@ -433,35 +433,57 @@ impl RequestIo {
         reason: Option<&str>,
         headers: &[Header<'_>],
     ) -> Result<(), IoError> {
-        self.with(|s| {
-            let r = s.r.as_ptr();
-            // SAFETY: live request; every string handed to Apache is first copied into the
-            // request pool (apr_pstrdup, or apr_table_add which copies), so nothing points
-            // into Rust or Python memory after this returns (the CVE-2014-0242 class).
-            unsafe {
-                let pool = (*r).pool;
-                (*r).status = i32::from(status);
-                (*r).status_line = match reason {
-                    Some(reason) => pool_copy(pool, &format!("{status} {reason}")),
-                    None => ptr::null(),
-                };
-                for h in headers {
-                    let name = cstring(h.name);
-                    let value = cstring(h.value);
-                    if h.name.eq_ignore_ascii_case("content-type") {
-                        sys::ap_set_content_type(r, sys::apr_pstrdup(pool, value.as_ptr()));
-                    } else if h.name.eq_ignore_ascii_case("content-length") {
-                        let length = h.value.trim().parse::<i64>().unwrap_or(0);
-                        sys::ap_set_content_length(r, length);
-                    } else if h.name.eq_ignore_ascii_case("www-authenticate") {
-                        sys::apr_table_add((*r).err_headers_out, name.as_ptr(), value.as_ptr());
-                    } else {
-                        sys::apr_table_add((*r).headers_out, name.as_ptr(), value.as_ptr());
-                    }
+        self.with(|s| Self::put_head(s, status, reason, headers))
+    }
+
+    /// [`RequestIo::set_head`] unless another thread is using the request (reading its body):
+    /// `None` then, without waiting.
+    pub fn try_set_head(
+        &self,
+        status: u16,
+        reason: Option<&str>,
+        headers: &[Header<'_>],
+    ) -> Option<Result<(), IoError>> {
+        let mut guard = self.0.try_lock()?;
+        Some(match guard.as_mut() {
+            Some(state) => Self::put_head(state, status, reason, headers),
+            None => Err(IoError::Ended),
+        })
+    }
+
+    fn put_head(
+        s: &mut IoState,
+        status: u16,
+        reason: Option<&str>,
+        headers: &[Header<'_>],
+    ) -> Result<(), IoError> {
+        let r = s.r.as_ptr();
+        // SAFETY: live request; every string handed to Apache is first copied into the
+        // request pool (apr_pstrdup, or apr_table_add which copies), so nothing points
+        // into Rust or Python memory after this returns (the CVE-2014-0242 class).
+        unsafe {
+            let pool = (*r).pool;
+            (*r).status = i32::from(status);
+            (*r).status_line = match reason {
+                Some(reason) => pool_copy(pool, &format!("{status} {reason}")),
+                None => ptr::null(),
+            };
+            for h in headers {
+                let name = cstring(h.name);
+                let value = cstring(h.value);
+                if h.name.eq_ignore_ascii_case("content-type") {
+                    sys::ap_set_content_type(r, sys::apr_pstrdup(pool, value.as_ptr()));
+                } else if h.name.eq_ignore_ascii_case("content-length") {
+                    let length = h.value.trim().parse::<i64>().unwrap_or(0);
+                    sys::ap_set_content_length(r, length);
+                } else if h.name.eq_ignore_ascii_case("www-authenticate") {
+                    sys::apr_table_add((*r).err_headers_out, name.as_ptr(), value.as_ptr());
+                } else {
+                    sys::apr_table_add((*r).headers_out, name.as_ptr(), value.as_ptr());
                 }
             }
-            Ok(())
-        })
+        }
+        Ok(())
     }
 
     /// Sends body bytes (with a flush, so streamed output reaches the client as it is made).

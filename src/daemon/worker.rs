@@ -883,17 +883,11 @@ impl Backend for DaemonBackend {
         }
     }
 
-    /// Holds the `Head` frame (never writes: called with the GIL held).
+    /// Holds the `Head` frame (never writes).
     fn set_head(&self, head: &ResponseHead) -> Result<(), BackendError> {
-        let frame = Frame::Head(HeadFrame {
-            status: head.status,
-            reason: head.reason.clone(),
-            headers: head.headers.clone(),
-        });
-        frame.check().map_err(|_| BackendError::Write)?;
         // Appended after anything already held (not expected: a response has one head), so
         // the frames stay in order.
-        frame.encode(&mut self.conn.lock().held);
+        head_frame(head)?.encode(&mut self.conn.lock().held);
         Ok(())
     }
 
@@ -930,29 +924,59 @@ impl Backend for DaemonBackend {
         if len == 0 {
             return Ok(true);
         }
-        match conn.pass_file(&fd, offset, len) {
-            Ok(true) => return Ok(true),
-            Ok(false) => {}
-            Err(e) => {
-                tracing::debug!("cannot pass a file to the Apache child ({e}); streaming it");
+        match conn.pass_file(&fd, offset, len)? {
+            Passing::Passed => return Ok(true),
+            Passing::Undescribable => {}
+            Passing::NotSent => {
+                tracing::debug!("cannot pass a file to the Apache child; streaming it");
             }
         }
         conn.stream_file(fd, offset, len)?;
         Ok(true)
     }
+
+    /// Holds the `Head` frame unless another thread holds the connection (reading the body).
+    fn try_set_head(&self, head: &ResponseHead) -> Result<bool, BackendError> {
+        let Some(mut conn) = self.conn.try_lock() else {
+            return Ok(false);
+        };
+        head_frame(head)?.encode(&mut conn.held);
+        Ok(true)
+    }
+}
+
+/// The `Head` frame of `head`, checked.
+fn head_frame(head: &ResponseHead) -> Result<Frame, BackendError> {
+    let frame = Frame::Head(HeadFrame {
+        status: head.status,
+        reason: head.reason.clone(),
+        headers: head.headers.clone(),
+    });
+    frame.check().map_err(|_| BackendError::Write)?;
+    Ok(frame)
+}
+
+/// How passing a file to the Apache child went (see [`Conn::pass_file`]).
+enum Passing {
+    /// The File frame and its descriptor went out.
+    Passed,
+    /// The region cannot be described by a File frame; nothing was sent.
+    Undescribable,
+    /// `sendmsg` failed with nothing sent; the held frames are kept.
+    NotSent,
 }
 
 impl Conn {
     /// Sends the held frames and a File frame, with `fd` attached (`SCM_RIGHTS`), in one
-    /// `sendmsg`. `Ok(false)` when the region cannot be described by a File frame; `Err` when
-    /// `sendmsg` failed with nothing sent, the held frames being kept.
-    fn pass_file(&mut self, fd: &OwnedFd, offset: u64, len: u64) -> Result<bool, BackendError> {
+    /// `sendmsg`. `Err` when the connection broke after part of it went out (nothing more can
+    /// be sent on it then).
+    fn pass_file(&mut self, fd: &OwnedFd, offset: u64, len: u64) -> Result<Passing, BackendError> {
         use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
         use std::io::Write as _;
         use std::os::fd::AsRawFd as _;
         let frame = Frame::File { offset, len };
         if frame.check().is_err() {
-            return Ok(false);
+            return Ok(Passing::Undescribable);
         }
         let kept = self.held.len();
         let mut out = std::mem::take(&mut self.held);
@@ -972,13 +996,13 @@ impl Conn {
             Ok(n) => self
                 .stream
                 .write_all(&out[n..])
-                .map(|()| true)
+                .map(|()| Passing::Passed)
                 .map_err(|_| BackendError::Write),
             Err(e) => {
                 tracing::debug!("sendmsg of a file descriptor failed: {e}");
                 out.truncate(kept);
                 self.held = out;
-                Err(BackendError::Write)
+                Ok(Passing::NotSent)
             }
         }
     }

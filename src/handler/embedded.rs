@@ -60,17 +60,21 @@ fn backend_error(e: IoError) -> BackendError {
     }
 }
 
+/// The headers of `head`, borrowed, as Apache's request I/O takes them.
+fn header_refs(head: &ResponseHead) -> Vec<Header<'_>> {
+    head.headers
+        .iter()
+        .map(|(name, value)| Header { name, value })
+        .collect()
+}
+
 impl Backend for EmbeddedBackend {
     fn read(&self, buf: &mut [u8]) -> Result<usize, BackendError> {
         self.io.read(buf).map_err(backend_error)
     }
 
     fn set_head(&self, head: &ResponseHead) -> Result<(), BackendError> {
-        let headers: Vec<Header<'_>> = head
-            .headers
-            .iter()
-            .map(|(name, value)| Header { name, value })
-            .collect();
+        let headers = header_refs(head);
         self.io
             .set_head(head.status, head.reason.as_deref(), &headers)
             .map_err(backend_error)
@@ -81,8 +85,21 @@ impl Backend for EmbeddedBackend {
         self.io.write(data).map_err(backend_error)
     }
 
+    fn try_set_head(&self, head: &ResponseHead) -> Result<bool, BackendError> {
+        let headers = header_refs(head);
+        match self
+            .io
+            .try_set_head(head.status, head.reason.as_deref(), &headers)
+        {
+            Some(done) => done.map(|()| true).map_err(backend_error),
+            None => Ok(false),
+        }
+    }
+
     fn hold(&self, data: &[u8]) -> Result<bool, BackendError> {
-        let mut held = self.held.lock();
+        let Some(mut held) = self.held.try_lock() else {
+            return Ok(false);
+        };
         if held.len() + data.len() > HOLD_LIMIT {
             return Ok(false);
         }

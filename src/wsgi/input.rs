@@ -206,7 +206,9 @@ impl Input {
         match limit {
             Some(0) => Ok(PyBytes::new(py, b"")),
             // The usual `read(n)` of a body read in blocks: straight into the bytes object.
-            Some(n) if n <= DIRECT_READ_MAX => self.read_direct(py, n),
+            // Smaller reads go through the buffer, which asks for a whole chunk at a time (in
+            // daemon mode each backend read is an exchange with the Apache child).
+            Some(n) if (CHUNK..=DIRECT_READ_MAX).contains(&n) => self.read_direct(py, n),
             _ => self.run(py, |st, b| st.read(b, limit)),
         }
     }

@@ -4,10 +4,11 @@
 //!
 //! Everything here is safe Rust over pyo3's `Bound` API and runs while the thread is attached
 //! to the right interpreter (see `src/python/interp.rs`). Backend I/O that can block always
-//! happens with the GIL released (`py.detach`); what cannot block (setting the head, queueing
-//! the bytes of a list response with [`Backend::hold`]) is done without giving up the GIL, so
-//! a small response costs no extra GIL hand-off. No lock of this layer is ever held while the
-//! GIL is being re-acquired.
+//! happens with the GIL released (`py.detach`). Setting the head and queueing the bytes of a
+//! list response ([`Backend::try_set_head`], [`Backend::hold`]) are tried with the GIL held,
+//! with `try_lock` only, so a small response costs no extra GIL hand-off and nothing waits
+//! with the GIL held; when a lock is taken, the usual detached path is used. No lock of this
+//! layer is ever held while the GIL is being re-acquired.
 
 pub mod call;
 pub mod environ;
@@ -27,12 +28,19 @@ pub trait Backend: Send + Sync {
     /// Reads up to `buf.len()` body bytes; `Ok(0)` at the end.
     fn read(&self, buf: &mut [u8]) -> Result<usize, BackendError>;
     /// Sets the status line and headers (sent with the first body bytes or at the end).
-    /// Must not block: it is called with the GIL held.
     fn set_head(&self, head: &response::ResponseHead) -> Result<(), BackendError>;
+    /// [`Backend::set_head`] if it can be done at once, without waiting for anything (another
+    /// thread may be blocked reading the body with the request's I/O locked); `Ok(false)`
+    /// otherwise. Called with the GIL held.
+    fn try_set_head(&self, head: &response::ResponseHead) -> Result<bool, BackendError> {
+        let _ = head;
+        Ok(false)
+    }
     /// Sends body bytes, after any held ones.
     fn write(&self, data: &[u8]) -> Result<(), BackendError>;
     /// Queues body bytes to go out after the application has returned (or with the next
-    /// `write`, `send_file` or `abort`), when the backend can do so without blocking.
+    /// `write`, `send_file` or `abort`), when the backend can do so at once, without waiting
+    /// for a lock or for I/O.
     /// `Ok(false)` when it cannot: the caller then sends them with `write`. Called with the
     /// GIL held, for the items of a list or tuple response (already complete, so holding them
     /// delays nothing the application could still be producing).

@@ -154,8 +154,12 @@ impl StartResponse {
     /// Content-Length still allows is kept. Sent with [`StartResponse::send`] when the backend
     /// cannot hold it. `Ok(false)` when the client has gone.
     pub fn send_held(&self, py: Python<'_>, data: &[u8]) -> PyResult<bool> {
-        let held = {
-            let mut st = self.state.lock();
+        let held = 'held: {
+            // Nothing here waits with the GIL held: a lock another thread has (one blocked
+            // reading the body, say) sends this block the usual way instead.
+            let Some(mut st) = self.state.try_lock() else {
+                break 'held false;
+            };
             if st.client_gone || data.is_empty() {
                 return Ok(!st.client_gone);
             }
@@ -163,10 +167,11 @@ impl StartResponse {
                 return Err(SendError::NotStarted.into_py());
             };
             if !st.head_sent {
-                self.backend
-                    .set_head(head)
-                    .map_err(|e| SendError::Backend(e).into_py())?;
-                st.head_sent = true;
+                match self.backend.try_set_head(head) {
+                    Ok(true) => st.head_sent = true,
+                    Ok(false) => break 'held false,
+                    Err(e) => return Err(SendError::Backend(e).into_py()),
+                }
             }
             let keep = st.allowed(data.len());
             match self.backend.hold(&data[..keep]) {
@@ -223,29 +228,32 @@ impl StartResponse {
     }
 
     /// Completes the response after the application's iterable is exhausted. Gives up the GIL
-    /// only to cut a short response (setting the head does not block).
+    /// only to cut a short response, or when the head cannot be set at once.
     pub fn finish(&self, py: Python<'_>) -> Result<Finish, BackendError> {
-        let finish = {
-            let mut st = self.state.lock();
-            if !st.head_sent {
-                let Some(head) = st.head.as_ref() else {
-                    return Ok(Finish::NotStarted);
-                };
-                self.backend.set_head(head)?;
-                st.head_sent = true;
-            }
-            match st.content_length {
-                Some(declared) if st.sent < declared && !st.client_gone && !self.header_only => {
-                    Finish::Short {
-                        declared,
-                        sent: st.sent,
-                    }
+        let fast = match self.state.try_lock() {
+            Some(st) if st.head_sent || st.head.is_none() => Some(self.outcome(&st)),
+            Some(mut st) => match st.head.as_ref().map(|h| self.backend.try_set_head(h)) {
+                Some(Ok(true)) => {
+                    st.head_sent = true;
+                    Some(self.outcome(&st))
                 }
-                Some(declared) if st.excess > 0 => Finish::Long {
-                    declared,
-                    excess: st.excess,
-                },
-                _ => Finish::Complete,
+                Some(Err(e)) => return Err(e),
+                _ => None,
+            },
+            None => None,
+        };
+        let finish = match fast {
+            Some(finish) => finish,
+            None => {
+                let (backend, state) = (&*self.backend, &self.state);
+                py.detach(|| {
+                    let mut st = state.lock();
+                    if let (false, Some(head)) = (st.head_sent, st.head.as_ref()) {
+                        backend.set_head(head)?;
+                        st.head_sent = true;
+                    }
+                    Ok::<_, BackendError>(self.outcome(&st))
+                })?
             }
         };
         if matches!(finish, Finish::Short { .. }) {
@@ -253,6 +261,26 @@ impl StartResponse {
             py.detach(|| backend.abort());
         }
         Ok(finish)
+    }
+
+    /// How the response ended, from its state once the head is set.
+    fn outcome(&self, st: &State) -> Finish {
+        if st.head.is_none() {
+            return Finish::NotStarted;
+        }
+        match st.content_length {
+            Some(declared) if st.sent < declared && !st.client_gone && !self.header_only => {
+                Finish::Short {
+                    declared,
+                    sent: st.sent,
+                }
+            }
+            Some(declared) if st.excess > 0 => Finish::Long {
+                declared,
+                excess: st.excess,
+            },
+            _ => Finish::Complete,
+        }
     }
 
     /// Sends a whole file region as the body (`wsgi.file_wrapper` over a regular file), when
@@ -268,6 +296,12 @@ impl StartResponse {
             }
             let available = file.size.saturating_sub(file.offset);
             let declared = st.content_length;
+            if declared.is_some_and(|d| d > available) {
+                // The file is shorter than the declared length: sent block by block, so that
+                // the response is then cut short as any other (sent whole, Apache would fix
+                // the length and the client could not tell).
+                return Ok(false);
+            }
             let len = declared.map_or(available, |d| d.min(available));
             let Some(head) = st.head.as_mut() else {
                 return Err(SendError::NotStarted);
