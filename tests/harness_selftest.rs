@@ -5,12 +5,13 @@
 
 mod support;
 
+use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use support::{Mpm, ServerBuilder, python_venv, unexpected_log_lines};
+use support::{Mpm, ServerBuilder, closing_connections, python_venv, unexpected_log_lines};
 
 #[test]
 fn serves_htdocs_without_wsgi_module_and_stops_quickly() {
@@ -254,6 +255,39 @@ def application(environ, start_response):
 }
 
 /// Whether a live (non-zombie) process `pid` exists.
+/// Polls `condition` for up to 5 s.
+fn eventually(condition: impl Fn() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !condition() {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    true
+}
+
+#[test]
+fn closing_connections_sees_the_server_side_of_a_connection_until_it_is_closed() {
+    // What a stop waits for (see `wait_for_closing_connections` in support/apache.rs).
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let client = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).unwrap();
+    let (server_side, _) = listener.accept().unwrap();
+    assert_eq!(
+        closing_connections(port),
+        0,
+        "an open connection is not closing"
+    );
+    drop(client);
+    assert!(
+        eventually(|| closing_connections(port) == 1),
+        "the server side of a connection the client closed is closing (CLOSE_WAIT)"
+    );
+    drop(server_side);
+    assert!(eventually(|| closing_connections(port) == 0));
+}
+
 fn process_exists(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()

@@ -28,6 +28,11 @@ const MODULES_DIR: &str = "/usr/lib/apache2/modules";
 const START_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long a stop waits after SIGTERM before SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(15);
+/// How long a stop waits for Apache to finish closing connections (see
+/// [`wait_for_closing_connections`]).
+const CLOSING_LIMIT: Duration = Duration::from_secs(1);
+/// How long a stop then gives the worker that closed the last connection to finish with it.
+const CLOSING_SETTLE: Duration = Duration::from_millis(50);
 /// How many ports `start` tries when the chosen one turns out to be taken.
 const START_ATTEMPTS: usize = 3;
 /// How many error-log lines failure messages show.
@@ -559,6 +564,9 @@ impl Server {
             return (Duration::ZERO, false);
         };
         let children: Vec<ProcessId> = process::children_of(child.id());
+        if matches!(child.try_wait(), Ok(None)) {
+            wait_for_closing_connections(self.port);
+        }
         let (elapsed, killed) = process::terminate(&mut child, STOP_GRACE);
         process::kill_leftovers(&self.conf, &children);
         (elapsed, killed)
@@ -608,6 +616,52 @@ impl Drop for Server {
             self.check_log(&log);
         }
     }
+}
+
+/// Before an ungraceful stop: waits (at most [`CLOSING_LIMIT`]) until Apache has finished
+/// closing the connections to `port` that are closing, then [`CLOSING_SETTLE`] more.
+///
+/// This works around a race in Apache's event MPM. At an ungraceful stop (SIGTERM) the
+/// child's main thread closes the socket of every connection a worker thread is handling,
+/// taken from the workers' socket table (`close_worker_sockets`); a worker that is closing
+/// a connection at that moment destroys the connection's pool, socket included, before it
+/// clears its table entry. Debian's APR unmaps the memory of a destroyed pool, so the main
+/// thread reads an unmapped `apr_socket_t` and the child dies with SIGSEGV, before any
+/// module's child-exit cleanup runs. A test that stops the server right after its last
+/// response is in exactly that state: the client has closed its side, and a worker is
+/// closing the server's side (docs/known-issues.md, "A child crash at stop").
+fn wait_for_closing_connections(port: u16) {
+    let deadline = Instant::now() + CLOSING_LIMIT;
+    while closing_connections(port) > 0 && Instant::now() < deadline {
+        sleep(Duration::from_millis(10));
+    }
+    // The socket is closed before the rest of the pool is freed and the table entry cleared.
+    sleep(CLOSING_SETTLE);
+}
+
+/// How many TCP sockets of a process on local port `port` (the server's side of a
+/// connection to it) are closing: FIN_WAIT1, FIN_WAIT2, CLOSE, CLOSE_WAIT, LAST_ACK or
+/// CLOSING. Sockets no process owns any more (inode 0: TIME_WAIT, orphans) are not counted.
+pub fn closing_connections(port: u16) -> usize {
+    const CLOSING: &[&str] = &["04", "05", "07", "08", "09", "0B"];
+    let local_suffix = format!(":{port:04X}");
+    ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|table| fs::read_to_string(table).ok())
+        .map(|table| {
+            table
+                .lines()
+                .skip(1)
+                .filter(|line| {
+                    let fields: Vec<&str> = line.split_whitespace().collect();
+                    fields.len() > 9
+                        && fields[1].ends_with(&local_suffix)
+                        && CLOSING.contains(&fields[3])
+                        && fields[9] != "0"
+                })
+                .count()
+        })
+        .sum()
 }
 
 /// A port on 127.0.0.1 that was free a moment ago.

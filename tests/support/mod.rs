@@ -33,7 +33,7 @@ mod python;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-pub use apache::{ConfigTest, Mpm, Server, ServerBuilder, Stopped};
+pub use apache::{ConfigTest, Mpm, Server, ServerBuilder, Stopped, closing_connections};
 pub use http::Response;
 pub use logs::unexpected_log_lines;
 pub use python::python_venv;
