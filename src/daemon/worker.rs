@@ -285,11 +285,16 @@ fn monitor_loop(shared: &Arc<Shared>) {
             }) {
                 let group = slot.group.lock().clone();
                 // On its own thread: taking the GIL may block, and the monitor must go on
-                // (deadlock-timeout).
+                // (deadlock-timeout). It is waited for, up to 2 s, before the restart (the
+                // first dump imports `traceback`, which takes a while on a busy machine).
+                let (done, dumped) = std::sync::mpsc::channel();
                 let _ = std::thread::Builder::new()
                     .name("wsgi-stacks".into())
-                    .spawn(move || log_stacks(&group));
-                std::thread::sleep(Duration::from_millis(200));
+                    .spawn(move || {
+                        log_stacks(&group);
+                        let _ = done.send(());
+                    });
+                let _ = dumped.recv_timeout(Duration::from_secs(2));
                 request_restart(
                     shared,
                     format!("request-timeout of {} s exceeded", limit.as_secs()),
