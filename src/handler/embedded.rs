@@ -42,11 +42,7 @@ impl EmbeddedBackend {
     /// every write is: leaving them to Apache's end-of-request flush measured 20% slower at 1
     /// connection). Called without the GIL.
     fn complete(&self) {
-        let held = std::mem::take(&mut *self.held.lock());
-        if held.is_empty() {
-            return;
-        }
-        if let Err(e) = self.io.write(&held) {
+        if let Err(e) = self.write_held() {
             tracing::debug!("client went away while sending the response: {e}");
         }
     }

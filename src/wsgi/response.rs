@@ -163,15 +163,13 @@ impl StartResponse {
             if st.client_gone || data.is_empty() {
                 return Ok(!st.client_gone);
             }
-            let Some(head) = st.head.as_ref() else {
+            if st.head.is_none() {
                 return Err(SendError::NotStarted.into_py());
-            };
-            if !st.head_sent {
-                match self.backend.try_set_head(head) {
-                    Ok(true) => st.head_sent = true,
-                    Ok(false) => break 'held false,
-                    Err(e) => return Err(SendError::Backend(e).into_py()),
-                }
+            }
+            match self.try_head(&mut st) {
+                Ok(true) => {}
+                Ok(false) => break 'held false,
+                Err(e) => return Err(SendError::Backend(e).into_py()),
             }
             let keep = st.allowed(data.len());
             match self.backend.hold(&data[..keep]) {
@@ -231,15 +229,7 @@ impl StartResponse {
     /// only to cut a short response, or when the head cannot be set at once.
     pub fn finish(&self, py: Python<'_>) -> Result<Finish, BackendError> {
         let fast = match self.state.try_lock() {
-            Some(st) if st.head_sent || st.head.is_none() => Some(self.outcome(&st)),
-            Some(mut st) => match st.head.as_ref().map(|h| self.backend.try_set_head(h)) {
-                Some(Ok(true)) => {
-                    st.head_sent = true;
-                    Some(self.outcome(&st))
-                }
-                Some(Err(e)) => return Err(e),
-                _ => None,
-            },
+            Some(mut st) => self.try_head(&mut st)?.then(|| self.outcome(&st)),
             None => None,
         };
         let finish = match fast {
@@ -261,6 +251,19 @@ impl StartResponse {
             py.detach(|| backend.abort());
         }
         Ok(finish)
+    }
+
+    /// Sets the head on the backend if it is not yet, only if that can be done at once
+    /// ([`Backend::try_set_head`]); `Ok(false)` when it would have to wait. `Ok(true)` also
+    /// when there is no head to set.
+    fn try_head(&self, st: &mut State) -> Result<bool, BackendError> {
+        match st.head.as_ref() {
+            Some(head) if !st.head_sent => {
+                st.head_sent = self.backend.try_set_head(head)?;
+                Ok(st.head_sent)
+            }
+            _ => Ok(true),
+        }
     }
 
     /// How the response ended, from its state once the head is set.
