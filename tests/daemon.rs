@@ -992,3 +992,104 @@ fn file_wrapper_responses_in_daemon_mode_are_byte_exact() {
     assert!(!log.contains("streaming it"), "{log}");
     assert!(!log.contains("WSGI0043"), "{log}");
 }
+
+const KEEP_APP: &str = r#"
+import os
+stash = []
+def application(environ, start_response):
+    path = environ['PATH_INFO']
+    out = 'pid=%d' % os.getpid()
+    if path == '/stash':
+        stash.append(environ['wsgi.input'])
+    elif path == '/late':
+        try:
+            late = stash[-1].read()
+        except Exception as e:
+            late = type(e).__name__.encode()
+        own = environ['wsgi.input'].read()
+        out += '\nlate=%r\nown=%s' % (late, own.decode())
+    start_response('200 OK', [('Content-Type', 'text/plain')])
+    return [out.encode()]
+"#;
+
+fn keep_server(options: &str) -> ServerBuilder {
+    ServerBuilder::new()
+        .file("app.wsgi", KEEP_APP)
+        .config(&format!(
+            "WSGIDaemonProcess keep {options}\n\
+             WSGIScriptAlias /k ${{TEST_DIR}}/app.wsgi process-group=keep \
+             application-group=%{{GLOBAL}}"
+        ))
+}
+
+/// Connected Unix sockets named after the server's daemon sockets: the daemon's side of each
+/// connection from an Apache child.
+fn daemon_connections(server: &support::Server) -> usize {
+    let dir = server.dir().to_string_lossy().into_owned();
+    let table = std::fs::read_to_string("/proc/net/unix").expect("/proc/net/unix");
+    table
+        .lines()
+        .filter(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            fields.len() == 8 && fields[5] == "03" && fields[7].starts_with(&dir)
+        })
+        .count()
+}
+
+fn keep_pid(server: &support::Server) -> String {
+    let r = server.get("/k");
+    assert_eq!(r.status, 200, "{}", server.error_log());
+    field(&r.text(), "pid")
+}
+
+#[test]
+fn a_group_of_one_process_keeps_connections_across_requests_and_restarts() {
+    let server = keep_server("processes=1 threads=2 maximum-requests=4")
+        .allow_log("WSGI0032")
+        .start();
+    // Sequential requests: each daemon process serves four over kept connections, then is
+    // replaced; the requests that meet the closed connections of the old one are sent again.
+    let pids: Vec<String> = (0..10).map(|_| keep_pid(&server)).collect();
+    let distinct: std::collections::HashSet<&String> = pids.iter().collect();
+    assert!(distinct.len() >= 2, "{pids:?}");
+    let kept = daemon_connections(&server);
+    assert!((1..=2).contains(&kept), "{kept} connections kept");
+    // A daemon killed between requests: its kept connections are dead, and the next request
+    // goes to the replacement, with no error for the client.
+    let pid = keep_pid(&server);
+    let target = nix::unistd::Pid::from_raw(pid.parse().expect("pid"));
+    nix::sys::signal::kill(target, nix::sys::signal::Signal::SIGKILL).expect("kill");
+    for _ in 0..3 {
+        assert_ne!(keep_pid(&server), pid);
+    }
+    let log = server.error_log();
+    assert!(
+        !log.contains("WSGI0042") && !log.contains("WSGI0039"),
+        "{log}"
+    );
+}
+
+#[test]
+fn a_group_of_several_processes_does_not_keep_connections() {
+    let server = keep_server("processes=2 threads=2").start();
+    for _ in 0..6 {
+        keep_pid(&server);
+    }
+    assert_eq!(daemon_connections(&server), 0);
+}
+
+#[test]
+fn a_kept_connection_is_out_of_reach_of_earlier_requests() {
+    let server = keep_server("processes=1 threads=1").start();
+    let first = server.request("POST", "/k/stash", &[], b"first body");
+    assert_eq!(first.status, 200, "{}", server.error_log());
+    // The next request comes over the same kept connection; the first request's wsgi.input,
+    // kept by the application, must not read from it.
+    let second = server.request("POST", "/k/late", &[], b"second body");
+    assert_eq!(second.status, 200, "{}", server.error_log());
+    let text = second.text();
+    assert_eq!(field(&text, "own"), "second body", "{text}");
+    assert!(!field(&text, "late").contains("second"), "{text}");
+    assert_eq!(field(&first.text(), "pid"), field(&text, "pid"));
+    assert_eq!(daemon_connections(&server), 1);
+}

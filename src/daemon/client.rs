@@ -73,47 +73,78 @@ pub fn relay(
     // goes to its replacement.
     const MOST_RETRIES: u32 = 50;
     let deadline = std::time::Instant::now() + group.config.connect_timeout;
-    for attempt in 0..=MOST_RETRIES {
+    let mut attempt = 0;
+    while attempt <= MOST_RETRIES {
         if attempt > 0 && std::time::Instant::now() > deadline {
             break;
         }
-        let Some(stream) = connect(group) else {
-            tracing::error!(
-                "WSGI0040: unable to connect to WSGI daemon process '{name}' on '{}' after {} s",
-                group.socket.display(),
-                group.config.connect_timeout.as_secs()
-            );
-            return sys::HTTP_SERVICE_UNAVAILABLE as i32;
+        let (mut conn, reused) = match kept(group) {
+            Some(conn) => (conn, true),
+            None => match connect(group) {
+                Some(stream) => {
+                    let _ = stream.set_read_timeout(Some(timeout));
+                    let conn = DaemonConn {
+                        stream,
+                        timed_writes: false,
+                    };
+                    (conn, false)
+                }
+                None => {
+                    tracing::error!(
+                        "WSGI0040: unable to connect to WSGI daemon process '{name}' on '{}' \
+                         after {} s",
+                        group.socket.display(),
+                        group.config.connect_timeout.as_secs()
+                    );
+                    return sys::HTTP_SERVICE_UNAVAILABLE as i32;
+                }
+            },
         };
-        let _ = stream.set_read_timeout(Some(timeout));
         // A write blocks only when the socket's buffer is full: a small request fits in it
         // (the write timeout is then set before the first body reply, see `exchange`).
-        let timed_writes = request.len() > UNTIMED_WRITE_MAX;
-        if timed_writes {
-            let _ = stream.set_write_timeout(Some(timeout));
+        if request.len() > UNTIMED_WRITE_MAX && !conn.timed_writes {
+            let _ = conn.stream.set_write_timeout(Some(timeout));
+            conn.timed_writes = true;
         }
-        if let Err(e) = (&stream).write_all(&request) {
+        if let Err(e) = (&conn.stream).write_all(&request) {
+            if reused {
+                // The daemon closed the kept connection (it restarted): take a new one.
+                tracing::debug!("a kept connection to daemon '{name}' was closed ({e})");
+                continue;
+            }
             tracing::error!(
                 "WSGI0041: cannot send the request to daemon process '{name}': {}",
                 ProtocolError::from(e)
             );
             return sys::HTTP_SERVICE_UNAVAILABLE as i32;
         }
+        let mut clean = false;
         let link = Link {
-            stream: &stream,
+            stream: &conn.stream,
             name,
-            timeout: (!timed_writes).then_some(timeout),
+            timeout,
+            timed_writes: &mut conn.timed_writes,
+            clean: &mut clean,
         };
         let relayed = r.with_io(|io| exchange(io, link, &rules));
+        if clean {
+            keep(group, conn);
+        }
         match relayed {
             Relayed::Done(status) => return status,
             Relayed::Redirect(location) => {
                 r.internal_redirect(&location);
                 return sys::OK as i32;
             }
+            // A kept connection that ended before the daemon took the request: the daemon
+            // closed it as the request went in (it was restarting). Nothing ran.
+            Relayed::Retry if reused => {
+                tracing::debug!("a kept connection to daemon '{name}' was closed; reconnecting");
+            }
             Relayed::Retry => {
                 tracing::debug!("daemon '{name}' is restarting; sending the request again");
                 std::thread::sleep(Duration::from_millis(20 * u64::from(attempt.min(10))));
+                attempt += 1;
             }
         }
     }
@@ -139,7 +170,55 @@ struct Link<'s> {
     /// The group's name, for messages.
     name: &'s str,
     /// The write timeout to set before the first body reply, when it is not set yet.
-    timeout: Option<Duration>,
+    timeout: Duration,
+    /// Whether the write timeout is set on the socket.
+    timed_writes: &'s mut bool,
+    /// Set when the response ended cleanly (End or Failure, nothing left unread): the
+    /// connection may then carry the next request.
+    clean: &'s mut bool,
+}
+
+/// A connection to a daemon process group.
+struct DaemonConn {
+    stream: UnixStream,
+    /// Whether the write timeout is set on it.
+    timed_writes: bool,
+}
+
+/// The connections of this Apache child to groups of one daemon process, kept after a clean
+/// response for the next request (the most recently used first), by socket path. A kept
+/// connection saves the connect, and the daemon's accept and close; when the daemon has closed
+/// it meanwhile (it restarted), the request is sent again on a new one, which is safe since
+/// the daemon had not taken it (no Accepted). Groups of several processes are not kept: see
+/// the daemon's side (`worker::Connections`).
+static KEPT: parking_lot::Mutex<Vec<(std::path::PathBuf, Vec<DaemonConn>)>> =
+    parking_lot::Mutex::new(Vec::new());
+
+/// The most connections kept per group: more than an Apache child has threads is waste.
+const MOST_KEPT: usize = 256;
+
+/// A kept connection to `group`, if there is one.
+fn kept(group: &GroupInfo) -> Option<DaemonConn> {
+    if group.config.processes != 1 {
+        return None;
+    }
+    let mut kept = KEPT.lock();
+    kept.iter_mut()
+        .find(|(socket, _)| *socket == group.socket)
+        .and_then(|(_, conns)| conns.pop())
+}
+
+/// Keeps `conn` for the next request to `group` (or closes it).
+fn keep(group: &GroupInfo, conn: DaemonConn) {
+    if group.config.processes != 1 {
+        return;
+    }
+    let mut kept = KEPT.lock();
+    match kept.iter_mut().find(|(socket, _)| *socket == group.socket) {
+        Some((_, conns)) if conns.len() < MOST_KEPT => conns.push(conn),
+        Some(_) => {}
+        None => kept.push((group.socket.clone(), vec![conn])),
+    }
 }
 
 /// How the child treats a response, from the configuration.
@@ -202,6 +281,13 @@ struct Buffered<'b, R> {
     /// The bytes read and not yet taken are `buf[start..end]`.
     start: usize,
     end: usize,
+}
+
+impl Buffered<'_, DaemonReader<'_>> {
+    /// Whether every byte and descriptor received has been used.
+    fn drained(&self) -> bool {
+        self.start == self.end && self.inner.fds.is_empty()
+    }
 }
 
 impl<R: std::io::Read> std::io::Read for Buffered<'_, R> {
@@ -403,8 +489,8 @@ fn exchange(io: &RequestIo, mut link: Link<'_>, rules: &Rules) -> Relayed {
                     }
                     Err(_) => Frame::BodyError,
                 };
-                if let Some(timeout) = link.timeout.take() {
-                    let _ = link.stream.set_write_timeout(Some(timeout));
+                if !std::mem::replace(link.timed_writes, true) {
+                    let _ = link.stream.set_write_timeout(Some(link.timeout));
                 }
                 if protocol::write_frame(&mut link.stream, &reply).is_err() {
                     return Relayed::Done(if head_sent {
@@ -449,9 +535,11 @@ fn exchange(io: &RequestIo, mut link: Link<'_>, rules: &Rules) -> Relayed {
                 }
             }
             Frame::End if redirect.is_some() => {
+                *link.clean = frames.drained();
                 return Relayed::Redirect(redirect.unwrap_or_default());
             }
             Frame::End if overridden.is_some() => {
+                *link.clean = frames.drained();
                 return Relayed::Done(overridden.unwrap_or(sys::OK as i32));
             }
             Frame::Head(head) if oversized_header(&head, header_limit) => {
@@ -484,12 +572,16 @@ fn exchange(io: &RequestIo, mut link: Link<'_>, rules: &Rules) -> Relayed {
             }
             Frame::Retry if !head_sent && !body_read => return Relayed::Retry,
             Frame::Accepted => accepted = true,
-            Frame::End => return Relayed::Done(sys::OK as i32),
+            Frame::End => {
+                *link.clean = frames.drained();
+                return Relayed::Done(sys::OK as i32);
+            }
             Frame::Abort => {
                 let _ = io.abort();
                 return Relayed::Done(sys::OK as i32);
             }
             Frame::Failure { status } => {
+                *link.clean = frames.drained();
                 return Relayed::Done(if head_sent {
                     sys::OK as i32
                 } else {

@@ -3,9 +3,10 @@
 //! requests from Apache's children on its group's socket with one thread per `threads`.
 //!
 //! Threads: the main thread only waits for signals (SIGTERM/SIGINT stop the process, after
-//! the requests under way finish or `shutdown-timeout` passes); each request thread accepts
-//! a connection, reads the request frame, checks its secret and runs the application through
-//! the same WSGI code as embedded mode, with a [`DaemonBackend`] over the connection.
+//! the requests under way finish or `shutdown-timeout` passes); each request thread waits for
+//! a new connection or the next request on a kept one ([`Connections`]), reads the request
+//! frame, checks its secret and runs the application through the same WSGI code as embedded
+//! mode, with a [`DaemonBackend`] over the connection.
 
 use std::io::ErrorKind;
 use std::os::fd::OwnedFd;
@@ -14,6 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::resource::{Resource, setrlimit};
 use nix::sys::signal::{SigSet, Signal};
 use nix::unistd::{Gid, Uid, User};
@@ -88,6 +90,13 @@ pub fn run(info: &GroupInfo, listener: UnixListener, settings: PythonSettings, i
         index + 1
     );
 
+    let connections = match Connections::new(&listener, config.processes == 1) {
+        Ok(connections) => connections,
+        Err(e) => {
+            tracing::error!("WSGI0036: daemon '{name}' cannot watch its socket: {e}");
+            process::exit_now(1);
+        }
+    };
     let shared = Arc::new(Shared {
         info: GroupSnapshot {
             name: name.clone(),
@@ -107,6 +116,7 @@ pub fn run(info: &GroupInfo, listener: UnixListener, settings: PythonSettings, i
         heartbeat_ms: AtomicU64::new(0),
         slots: (0..config.threads).map(|_| Slot::default()).collect(),
         turns: Turns::new(config.threads as usize),
+        connections,
         restart: Mutex::new(None),
         scripts: Mutex::new(std::collections::HashMap::new()),
     });
@@ -123,7 +133,7 @@ pub fn run(info: &GroupInfo, listener: UnixListener, settings: PythonSettings, i
         if let Some(size) = config.stack_size {
             builder = builder.stack_size(size);
         }
-        if let Err(e) = builder.spawn(move || accept_loop(&shared, &listener, n as usize)) {
+        if let Err(e) = builder.spawn(move || request_loop(&shared, &listener, n as usize)) {
             tracing::error!("WSGI0036: daemon '{name}' cannot start a thread: {e}");
         }
     }
@@ -162,7 +172,7 @@ pub fn run(info: &GroupInfo, listener: UnixListener, settings: PythonSettings, i
         std::process::id()
     );
     // The listening socket is shared by the group's processes, so it is left alone: threads
-    // blocked in accept() end with the process.
+    // waiting in epoll_wait() end with the process.
     shared.stopping.store(true, Ordering::Release);
     let deadline = Instant::now() + limit;
     while shared.active.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
@@ -494,19 +504,20 @@ struct Shared {
     last_activity_ms: AtomicU64,
     heartbeat_ms: AtomicU64,
     slots: Vec<Slot>,
-    /// Which idle request thread accepts the next connection.
+    /// Which idle request threads wait for the next connection or request.
     turns: Turns,
+    connections: Connections,
     restart: Mutex<Option<Restart>>,
     /// Scripts this process has run, with their modification time then.
     scripts: Mutex<std::collections::HashMap<String, std::time::SystemTime>>,
 }
 
-/// Which request threads wait in `accept()`: at most [`ACCEPTORS`] at a time, and the most
-/// recently idle ones. A sequential client is then served by the same two threads, whose caches
-/// are warm and which the scheduler need not move between CPUs (with every thread in
-/// `accept()`, the kernel woke them in turn, and moved a thread on nearly every request). The
-/// other idle threads wait on a LIFO stack and are woken one at a time, only when no thread is
-/// left in `accept()`.
+/// Which request threads wait for work (in `epoll_wait()`, called `accept()` below): at most
+/// [`ACCEPTORS`] at a time, and the most recently idle ones. A sequential client is then
+/// served by the same two threads, whose caches are warm and which the scheduler need not move
+/// between CPUs (with every thread in `accept()`, the kernel woke them in turn, and moved a
+/// thread on nearly every request). The other idle threads wait on a LIFO stack and are woken
+/// one at a time, only when no thread is left in `accept()`.
 struct Turns {
     state: Mutex<TurnState>,
     /// One per request thread, to wake it when its turn comes.
@@ -570,24 +581,119 @@ impl Turns {
     }
 }
 
-fn accept_loop(shared: &Shared, listener: &UnixListener, slot: usize) {
+/// The epoll token of the listening socket; a kept connection's token is its descriptor.
+const LISTENER: u64 = u64::MAX;
+
+/// A connection from an Apache child, between the requests it carries.
+struct Connection {
+    stream: UnixStream,
+    /// Whether the read timeout for the request frame ([`REQUEST_TIMEOUT`]) is on the socket.
+    limited_reads: bool,
+    /// Whether it is in the epoll set (it has carried a request before).
+    watched: bool,
+}
+
+/// The connections kept between requests and the epoll set that tells which of them (or the
+/// listening socket) has something to read.
+///
+/// A group of one process keeps each connection after a response, for the child's next
+/// request: the child then pays no connect, and this process no accept and no close. A group
+/// of several processes does not: a kept connection would tie the child's next request to this
+/// process even when it is busy and another one is idle, while a new connection goes to
+/// whichever process is waiting on the shared listening socket.
+struct Connections {
+    epoll: Epoll,
+    idle: Mutex<std::collections::HashMap<std::os::fd::RawFd, Connection>>,
+    keep: bool,
+}
+
+impl Connections {
+    fn new(listener: &UnixListener, keep: bool) -> std::io::Result<Self> {
+        let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
+        // Other processes of the group wait on the same socket: only one of them is woken.
+        let flags = EpollFlags::EPOLLIN | EpollFlags::EPOLLEXCLUSIVE;
+        epoll.add(listener, EpollEvent::new(flags, LISTENER))?;
+        listener.set_nonblocking(true)?;
+        Ok(Self {
+            epoll,
+            idle: Mutex::new(std::collections::HashMap::new()),
+            keep,
+        })
+    }
+
+    /// Waits for a new connection or for a request on a kept one.
+    fn next(&self, listener: &UnixListener) -> std::io::Result<Option<Connection>> {
+        let mut events = [EpollEvent::empty()];
+        let woken = loop {
+            match self.epoll.wait(&mut events, EpollTimeout::NONE) {
+                Err(nix::errno::Errno::EINTR) => {}
+                other => break other?,
+            }
+        };
+        if woken == 0 {
+            return Ok(None);
+        }
+        match events[0].data() {
+            LISTENER => match listener.accept() {
+                Ok((stream, _)) => {
+                    // Accepted sockets do not inherit the listener's O_NONBLOCK on Linux.
+                    Ok(Some(Connection {
+                        stream,
+                        limited_reads: false,
+                        watched: false,
+                    }))
+                }
+                // Another process of the group, or another thread, took it.
+                Err(e) if e.kind() == ErrorKind::WouldBlock => Ok(None),
+                Err(e) => Err(e),
+            },
+            token => Ok(i32::try_from(token)
+                .ok()
+                .and_then(|fd| self.idle.lock().remove(&fd))),
+        }
+    }
+
+    /// Keeps `connection` for its next request, or closes it.
+    fn keep(&self, mut connection: Connection) {
+        use std::os::fd::AsRawFd as _;
+        let fd = connection.stream.as_raw_fd();
+        let Ok(token) = u64::try_from(fd) else {
+            return;
+        };
+        let mut event = EpollEvent::new(EpollFlags::EPOLLIN | EpollFlags::EPOLLONESHOT, token);
+        let watched = std::mem::replace(&mut connection.watched, true);
+        // In the map before it is armed: its next request may arrive at once.
+        let mut idle = self.idle.lock();
+        let stream = &idle.entry(fd).insert_entry(connection).into_mut().stream;
+        let armed = if watched {
+            self.epoll.modify(stream, &mut event)
+        } else {
+            self.epoll.add(stream, event)
+        };
+        if let Err(e) = armed {
+            tracing::debug!("cannot keep a connection for its next request: {e}");
+            idle.remove(&fd);
+        }
+    }
+}
+
+fn request_loop(shared: &Shared, listener: &UnixListener, slot: usize) {
     loop {
         shared.turns.take(slot);
-        let accepted = listener.accept();
+        let next = shared.connections.next(listener);
         shared.turns.pass();
-        match accepted {
-            Ok((stream, _)) => {
+        match next {
+            Ok(Some(connection)) => {
                 // A connection accepted while stopping is still served: the main thread waits
                 // for it (up to the drain time).
                 shared.active.fetch_add(1, Ordering::AcqRel);
                 shared
                     .last_activity_ms
                     .store(now_ms(shared), Ordering::Release);
-                let ran = serve_connection(shared, stream, &shared.slots[slot]);
+                let (ran, kept) = serve_connection(shared, connection, &shared.slots[slot]);
                 shared
                     .last_activity_ms
                     .store(now_ms(shared), Ordering::Release);
-                shared.active.fetch_sub(1, Ordering::AcqRel);
                 let served =
                     shared.served.fetch_add(u64::from(ran), Ordering::AcqRel) + u64::from(ran);
                 let maximum = shared.config.maximum_requests;
@@ -598,10 +704,17 @@ fn accept_loop(shared: &Shared, listener: &UnixListener, slot: usize) {
                         shared.config.graceful_timeout,
                     );
                 }
+                let ending =
+                    shared.restart.lock().is_some() || shared.stopping.load(Ordering::Acquire);
+                if let Some(connection) = kept.filter(|_| shared.connections.keep && !ending) {
+                    shared.connections.keep(connection);
+                }
+                shared.active.fetch_sub(1, Ordering::AcqRel);
                 if shared.restart.lock().is_some() {
                     return;
                 }
             }
+            Ok(None) => {}
             Err(_) if shared.stopping.load(Ordering::Acquire) => return,
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
             Err(e) => {
@@ -612,29 +725,38 @@ fn accept_loop(shared: &Shared, listener: &UnixListener, slot: usize) {
     }
 }
 
-/// Serves one connection; true when the application ran.
-fn serve_connection(shared: &Shared, mut stream: UnixStream, slot: &Slot) -> bool {
-    let request = match read_request(&mut stream) {
+/// Serves the next request of a connection: whether the application ran, and the connection
+/// when it may carry another request (the response ended cleanly).
+fn serve_connection(
+    shared: &Shared,
+    mut connection: Connection,
+    slot: &Slot,
+) -> (bool, Option<Connection>) {
+    let reused = connection.watched;
+    let request = match read_request(&mut connection) {
         Ok(Frame::Request(request)) if request.secret_matches(&shared.info.secret) => request,
         Ok(Frame::Request(_)) => {
             tracing::warn!("WSGI0039: dropped a connection whose request had a wrong secret");
-            return false;
+            return (false, None);
         }
         Ok(other) => {
             tracing::warn!(
                 "WSGI0039: dropped a connection that began with {other:?} instead of a request"
             );
-            return false;
+            return (false, None);
         }
+        // A kept connection that the child closed (its process ended).
+        Err(protocol::ProtocolError::Closed) if reused => return (false, None),
         Err(e) => {
             tracing::warn!("WSGI0039: dropped a connection with a bad request frame: {e}");
-            return false;
+            return (false, None);
         }
     };
+    let mut stream = connection.stream;
     if shared.restart.lock().is_some() || shared.stopping.load(Ordering::Acquire) {
         // Restarting or stopping: the replacement process will take it.
         let _ = protocol::write_frame(&mut stream, &Frame::Retry);
-        return false;
+        return (false, None);
     }
     // One stat per request, for both the reload check and the script's load.
     let script = String::from_utf8_lossy(&request.script).into_owned();
@@ -646,7 +768,7 @@ fn serve_connection(shared: &Shared, mut stream: UnixStream, slot: &Slot) -> boo
             shared.config.graceful_timeout,
         );
         let _ = protocol::write_frame(&mut stream, &Frame::Retry);
-        return false;
+        return (false, None);
     }
     let _log_scope = crate::apache::log::RequestIdScope::enter(&request.request_id);
     if let Some(limit) = shared.info.queue_timeout {
@@ -662,20 +784,21 @@ fn serve_connection(shared: &Shared, mut stream: UnixStream, slot: &Slot) -> boo
                 waited.as_millis()
             );
             let _ = protocol::write_frame(&mut stream, &Frame::Failure { status: 504 });
-            return false;
+            return (false, None);
         }
     }
     if protocol::write_frame(&mut stream, &Frame::Accepted).is_err() {
-        return false;
+        return (false, None);
     }
     *slot.group.lock() = request.application_group.clone();
     slot.started_ms.store(now_ms(shared), Ordering::Release);
     let backend = Arc::new(DaemonBackend {
         conn: Mutex::new(Conn {
-            stream,
+            stream: Some(stream),
+            clean: true,
             body_done: false,
             held: Vec::new(),
-            limited_reads: true,
+            limited_reads: connection.limited_reads,
         }),
     });
     let _ = shared.first_request_ms.compare_exchange(
@@ -693,8 +816,17 @@ fn serve_connection(shared: &Shared, mut stream: UnixStream, slot: &Slot) -> boo
     };
     slot.started_ms.store(0, Ordering::Release);
     let mut conn = backend.conn.lock();
-    let _ = conn.send(&last);
-    true
+    let ended = conn.send(&last).is_ok() && conn.clean;
+    let kept = conn
+        .stream
+        .take()
+        .filter(|_| ended)
+        .map(|stream| Connection {
+            stream,
+            limited_reads: conn.limited_reads,
+            watched: reused,
+        });
+    (true, kept)
 }
 
 /// How long a new connection may take to send its request frame.
@@ -708,9 +840,12 @@ const REQUEST_PEEK: usize = 8 * 1024;
 /// left on the socket: [`Conn::unlimit_reads`] clears it before the first body read, so that a
 /// response that reads no body costs no second `setsockopt`. The child writes the whole frame
 /// at once, so one read usually takes all of it.
-fn read_request(stream: &mut UnixStream) -> Result<Frame, protocol::ProtocolError> {
+fn read_request(connection: &mut Connection) -> Result<Frame, protocol::ProtocolError> {
     use std::io::Read as _;
-    stream.set_read_timeout(Some(REQUEST_TIMEOUT))?;
+    if !std::mem::replace(&mut connection.limited_reads, true) {
+        connection.stream.set_read_timeout(Some(REQUEST_TIMEOUT))?;
+    }
+    let stream = &mut connection.stream;
     let mut first = [0u8; REQUEST_PEEK];
     let got = loop {
         match stream.read(&mut first) {
@@ -798,7 +933,13 @@ struct DaemonBackend {
 }
 
 struct Conn {
-    stream: UnixStream,
+    /// Taken back by the request thread when the request is over: whatever the application
+    /// still holds (its `wsgi.input`, a thread writing late) can no longer reach the
+    /// connection, which may carry the next request.
+    stream: Option<UnixStream>,
+    /// Cleared when a read or write failed, or an Abort went out: the connection is then
+    /// closed after the request instead of kept for the next one.
+    clean: bool,
     body_done: bool,
     /// Encoded frames held back to go out in the same write as the next frame that is sent
     /// (each write wakes the Apache child): the `Head`, and the `Data` of a list response
@@ -812,35 +953,63 @@ impl Conn {
     /// Clears the socket's read timeout (set by [`read_request`]) before the first read of the
     /// request body, which may take as long as the client does.
     fn unlimit_reads(&mut self) {
-        if std::mem::take(&mut self.limited_reads) {
-            let _ = self.stream.set_read_timeout(None);
+        if self.limited_reads
+            && let Some(stream) = &self.stream
+        {
+            self.limited_reads = false;
+            let _ = stream.set_read_timeout(None);
         }
+    }
+
+    /// The connection, while the request is under way.
+    fn stream(&mut self) -> Result<&mut UnixStream, BackendError> {
+        self.stream.as_mut().ok_or(BackendError::Write)
+    }
+
+    /// Passes `result` on, remembering a failure (the connection is then not kept).
+    fn note<T>(&mut self, result: Result<T, BackendError>) -> Result<T, BackendError> {
+        if result.is_err() {
+            self.clean = false;
+        }
+        result
     }
 
     /// Writes `frame`, preceded by the held frames if there are any.
     fn send(&mut self, frame: &Frame) -> Result<(), BackendError> {
+        let sent = self.send_unnoted(frame);
+        self.note(sent)
+    }
+
+    fn send_unnoted(&mut self, frame: &Frame) -> Result<(), BackendError> {
         use std::io::Write as _;
         if self.held.is_empty() {
-            return protocol::write_frame(&mut self.stream, frame).map_err(|_| BackendError::Write);
+            return protocol::write_frame(self.stream()?, frame).map_err(|_| BackendError::Write);
         }
         frame.check().map_err(|_| BackendError::Write)?;
         let mut out = std::mem::take(&mut self.held);
         frame.encode(&mut out);
-        self.stream.write_all(&out).map_err(|_| BackendError::Write)
+        self.stream()?
+            .write_all(&out)
+            .map_err(|_| BackendError::Write)
     }
 
     /// Writes `data` as Data frames, after the held frames.
     fn send_data(&mut self, data: &[u8]) -> Result<(), BackendError> {
+        let sent = self.send_data_unnoted(data);
+        self.note(sent)
+    }
+
+    fn send_data_unnoted(&mut self, data: &[u8]) -> Result<(), BackendError> {
         use std::io::Write as _;
         for chunk in data.chunks(DATA_CHUNK) {
             if self.held.is_empty() && chunk.len() >= COPY_AT_LEAST {
                 // Large: not copied into a buffer; header and payload in two writes.
-                protocol::write_data(&mut self.stream, chunk).map_err(|_| BackendError::Write)?;
+                protocol::write_data(self.stream()?, chunk).map_err(|_| BackendError::Write)?;
                 continue;
             }
             let mut out = std::mem::take(&mut self.held);
             Frame::encode_data(chunk, DATA_CHUNK, &mut out);
-            self.stream
+            self.stream()?
                 .write_all(&out)
                 .map_err(|_| BackendError::Write)?;
         }
@@ -872,7 +1041,8 @@ impl Backend for DaemonBackend {
         };
         conn.unlimit_reads();
         conn.send(&ask).map_err(|_| BackendError::Read)?;
-        match protocol::read_frame(&mut conn.stream) {
+        let stream = conn.stream().map_err(|_| BackendError::Read)?;
+        match protocol::read_frame(stream) {
             Ok(Frame::Body(data)) if data.len() <= max => {
                 buf[..data.len()].copy_from_slice(&data);
                 Ok(data.len())
@@ -883,6 +1053,7 @@ impl Backend for DaemonBackend {
             }
             _ => {
                 conn.body_done = true;
+                conn.clean = false;
                 Err(BackendError::Read)
             }
         }
@@ -918,7 +1089,9 @@ impl Backend for DaemonBackend {
     }
 
     fn abort(&self) {
-        let _ = self.conn.lock().send(&Frame::Abort);
+        let mut conn = self.conn.lock();
+        let _ = conn.send(&Frame::Abort);
+        conn.clean = false;
     }
 
     /// Passes the open file to the Apache child, which sends the region itself as embedded
@@ -929,14 +1102,16 @@ impl Backend for DaemonBackend {
         if len == 0 {
             return Ok(true);
         }
-        match conn.pass_file(&fd, offset, len)? {
+        let passing = conn.pass_file(&fd, offset, len);
+        match conn.note(passing)? {
             Passing::Passed => return Ok(true),
             Passing::Undescribable => {}
             Passing::NotSent => {
                 tracing::debug!("cannot pass a file to the Apache child; streaming it");
             }
         }
-        conn.stream_file(fd, offset, len)?;
+        let streamed = conn.stream_file(fd, offset, len);
+        conn.note(streamed)?;
         Ok(true)
     }
 
@@ -989,9 +1164,10 @@ impl Conn {
         let fds = [fd.as_raw_fd()];
         let rights = [ControlMessage::ScmRights(&fds)];
         let iov = [std::io::IoSlice::new(&out)];
+        let raw = self.stream()?.as_raw_fd();
         let sent = loop {
             let flags = MsgFlags::MSG_NOSIGNAL;
-            match sendmsg::<()>(self.stream.as_raw_fd(), &iov, &rights, flags, None) {
+            match sendmsg::<()>(raw, &iov, &rights, flags, None) {
                 Err(nix::errno::Errno::EINTR) => {}
                 other => break other,
             }
@@ -999,7 +1175,7 @@ impl Conn {
         match sent {
             // The descriptor went with the first bytes; the rest are plain bytes.
             Ok(n) => self
-                .stream
+                .stream()?
                 .write_all(&out[n..])
                 .map(|()| Passing::Passed)
                 .map_err(|_| BackendError::Write),
@@ -1044,7 +1220,8 @@ mod tests {
         let (ours, theirs) = UnixStream::pair().expect("socket pair");
         theirs.set_nonblocking(true).expect("non-blocking");
         let conn = Conn {
-            stream: ours,
+            stream: Some(ours),
+            clean: true,
             body_done: false,
             held: Vec::new(),
             limited_reads: false,
@@ -1109,7 +1286,12 @@ mod tests {
         let expected = Frame::decode(&bytes).expect("valid").expect("whole").0;
 
         // In one piece, larger than the first read, and in two pieces some time apart.
-        let (mut ours, mut theirs) = UnixStream::pair().expect("socket pair");
+        let (ours, mut theirs) = UnixStream::pair().expect("socket pair");
+        let mut ours = Connection {
+            stream: ours,
+            limited_reads: false,
+            watched: false,
+        };
         theirs.write_all(&bytes).expect("write");
         assert_eq!(read_request(&mut ours), Ok(expected.clone()));
         let small = Frame::Retry.encoded();
