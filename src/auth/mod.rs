@@ -234,7 +234,7 @@ fn call(
                     if k.as_slice() == b"PATH" {
                         continue;
                     }
-                    environ.set_item(latin1(py, k), latin1(py, v))?;
+                    environ.set_item(latin1(py, k)?, latin1(py, v)?)?;
                 }
                 let errors =
                     LogStream::new("wsgi.errors", StreamLevel::Error, Some(request_id.clone()));

@@ -156,7 +156,62 @@ pub struct RequestFrame {
     /// When Apache started the request, in microseconds since the Unix epoch.
     pub request_start_us: i64,
     /// The CGI/WSGI environment variables, in order, as raw bytes.
-    pub env: Vec<(Vec<u8>, Vec<u8>)>,
+    pub env: Env,
+}
+
+/// The environment variables of a [`RequestFrame`]: every name and value in one buffer, so
+/// that decoding a request costs two allocations instead of two per variable (they were a
+/// tenth of a daemon's instructions per hello-world request in callgrind).
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Env {
+    bytes: Vec<u8>,
+    /// Per variable: where its name starts, where its value starts (the name's end) and where
+    /// the value ends, in `bytes`.
+    spans: Vec<(usize, usize, usize)>,
+}
+
+impl Env {
+    /// Adds a variable after the others.
+    pub fn push(&mut self, name: &[u8], value: &[u8]) {
+        let start = self.bytes.len();
+        self.bytes.extend_from_slice(name);
+        let middle = self.bytes.len();
+        self.bytes.extend_from_slice(value);
+        self.spans.push((start, middle, self.bytes.len()));
+    }
+
+    /// The variables, in order, as (name, value).
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = (&[u8], &[u8])> + '_ {
+        self.spans
+            .iter()
+            .map(|&(start, middle, end)| (&self.bytes[start..middle], &self.bytes[middle..end]))
+    }
+
+    /// How many variables there are.
+    pub fn len(&self) -> usize {
+        self.spans.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.spans.is_empty()
+    }
+}
+
+impl<N: AsRef<[u8]>, V: AsRef<[u8]>> FromIterator<(N, V)> for Env {
+    fn from_iter<I: IntoIterator<Item = (N, V)>>(pairs: I) -> Self {
+        let mut env = Self::default();
+        for (name, value) in pairs {
+            env.push(name.as_ref(), value.as_ref());
+        }
+        env
+    }
+}
+
+impl<N: AsRef<[u8]>, V: AsRef<[u8]>> From<Vec<(N, V)>> for Env {
+    fn from(pairs: Vec<(N, V)>) -> Self {
+        pairs.into_iter().collect()
+    }
 }
 
 /// The payload of [`Frame::Head`].
@@ -405,11 +460,7 @@ impl RequestFrame {
     }
 
     fn encode(&self, out: &mut impl Sink) {
-        let env: Vec<_> = self
-            .env
-            .iter()
-            .map(|(key, value)| (key.as_slice(), value.as_slice()))
-            .collect();
+        let env: Vec<_> = self.env.iter().collect();
         self.borrowed(&env).encode_payload(out);
     }
 
@@ -444,8 +495,14 @@ impl RequestFrame {
         }
 
         let request_start_us = r.i64()?;
-        let env = r.list(MIN_PAIR_LEN, |r| {
-            Ok((r.bytes()?.to_vec(), r.bytes()?.to_vec()))
+        let mut env = Env {
+            // The names and values are most of what is left of the payload.
+            bytes: Vec::with_capacity(r.remaining()),
+            spans: Vec::new(),
+        };
+        r.each(MIN_PAIR_LEN, |r| {
+            env.push(r.bytes()?, r.bytes()?);
+            Ok(())
         })?;
         Ok(Self {
             secret,
@@ -808,7 +865,8 @@ mod tests {
                 (b"PATH_INFO".to_vec(), b"/caf\xe9".to_vec()),
                 (b"\x00\xff".to_vec(), Vec::new()),
                 (Vec::new(), b"\x80".to_vec()),
-            ],
+            ]
+            .into(),
         }
     }
 
@@ -832,7 +890,7 @@ mod tests {
             reloading: false,
             header_only: true,
             request_start_us: i64::MIN,
-            env: Vec::new(),
+            env: Env::default(),
         };
         vec![
             Frame::Request(Box::new(request())),
@@ -889,7 +947,7 @@ mod tests {
     /// pairs.
     fn env_count_offset() -> usize {
         let no_env = RequestFrame {
-            env: Vec::new(),
+            env: Env::default(),
             ..request()
         };
         Frame::Request(Box::new(no_env)).encoded().len() - 4
@@ -974,15 +1032,11 @@ mod tests {
         for owned in [
             request(),
             RequestFrame {
-                env: Vec::new(),
+                env: Env::default(),
                 ..request()
             },
         ] {
-            let env: Vec<_> = owned
-                .env
-                .iter()
-                .map(|(k, v)| (k.as_slice(), v.as_slice()))
-                .collect();
+            let env: Vec<_> = owned.env.iter().collect();
             let frame = Frame::Request(Box::new(owned.clone()));
             assert_eq!(owned.borrowed(&env).encoded(), Ok(frame.encoded()));
         }
@@ -998,7 +1052,7 @@ mod tests {
     #[test]
     fn request_layout_is_as_documented() {
         let frame = Frame::Request(Box::new(RequestFrame {
-            env: vec![(b"K".to_vec(), b"\xff".to_vec())],
+            env: vec![(b"K".to_vec(), b"\xff".to_vec())].into(),
             ..RequestFrame {
                 secret: [7; SECRET_LEN],
                 script: b"/s".to_vec(),
@@ -1009,7 +1063,7 @@ mod tests {
                 reloading: true,
                 header_only: true,
                 request_start_us: -1,
-                env: Vec::new(),
+                env: Env::default(),
             }
         }));
         let mut expected = vec![b'W', b'S', 2, 1, 0, 0, 0, 81];

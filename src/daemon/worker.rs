@@ -897,11 +897,7 @@ fn run_request(
         script_mtime: mtime,
         reloading: request.reloading,
         callable: &request.callable,
-        cgi: request
-            .env
-            .iter()
-            .map(|(k, v)| (k.as_slice(), v.as_slice()))
-            .collect(),
+        cgi: request.env.iter().collect(),
         process_group: &shared.info.name,
         application_group: &request.application_group,
         request_handler: &request.handler,
@@ -1274,7 +1270,7 @@ mod tests {
             reloading: false,
             header_only: false,
             request_start_us: 0,
-            env: vec![(b"K".to_vec(), vec![b'v'; 3 * REQUEST_PEEK])],
+            env: vec![(b"K".to_vec(), vec![b'v'; 3 * REQUEST_PEEK])].into(),
         }))
         .encoded()
     }

@@ -39,14 +39,8 @@ pub struct Extras<'py, 'a> {
 }
 
 /// A CGI value as a `str`: decoded as latin-1, so any byte sequence survives.
-pub fn latin1<'py>(py: Python<'py>, bytes: &[u8]) -> Bound<'py, PyString> {
-    match std::str::from_utf8(bytes) {
-        Ok(s) if s.is_ascii() => PyString::new(py, s),
-        _ => {
-            let decoded: String = bytes.iter().map(|&b| char::from(b)).collect();
-            PyString::new(py, &decoded)
-        }
-    }
+pub fn latin1<'py>(py: Python<'py>, bytes: &[u8]) -> PyResult<Bound<'py, PyString>> {
+    crate::python::latin1(py, bytes)
 }
 
 /// Builds the environ. `cgi` is in order; a later entry replaces an earlier one of the same
@@ -65,7 +59,7 @@ pub fn build<'py, 'a>(
                 https = value == b"1" || value.eq_ignore_ascii_case(b"on");
                 continue;
             }
-            _ => environ.set_item(latin1(py, key), latin1(py, value))?,
+            _ => environ.set_item(latin1(py, key)?, latin1(py, value)?)?,
         }
     }
     // The CGI table may have had an HTTPS entry set after our decision point; make sure it is

@@ -16,8 +16,10 @@ pub fn module_name(path: &str) -> String {
     let digest = Md5::digest(path.as_bytes());
     let mut name = String::with_capacity(10 + 32);
     name.push_str("_mod_wsgi_");
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     for byte in digest {
-        name.push_str(&format!("{byte:02x}"));
+        name.push(char::from(HEX[usize::from(byte >> 4)]));
+        name.push(char::from(HEX[usize::from(byte & 15)]));
     }
     name
 }

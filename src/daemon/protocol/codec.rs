@@ -93,6 +93,27 @@ impl<'a> Reader<'a> {
         Ok(items)
     }
 
+    /// Like [`Reader::list`], for items that `item` keeps itself: a count, then that many.
+    pub(super) fn each(
+        &mut self,
+        min_item_len: usize,
+        mut item: impl FnMut(&mut Self) -> Result<(), ProtocolError>,
+    ) -> Result<(), ProtocolError> {
+        let count = self.length()?;
+        if count > self.rest.len() / min_item_len.max(1) {
+            return Err(ProtocolError::Truncated);
+        }
+        for _ in 0..count {
+            item(self)?;
+        }
+        Ok(())
+    }
+
+    /// How many bytes are left to read.
+    pub(super) fn remaining(&self) -> usize {
+        self.rest.len()
+    }
+
     /// Everything that remains (for frames whose whole payload is one byte string).
     pub(super) fn rest(&mut self) -> &'a [u8] {
         std::mem::take(&mut self.rest)
