@@ -1093,3 +1093,48 @@ fn a_kept_connection_is_out_of_reach_of_earlier_requests() {
     assert_eq!(field(&first.text(), "pid"), field(&text, "pid"));
     assert_eq!(daemon_connections(&server), 1);
 }
+
+const FORK_APP: &str = r#"
+import os, time
+def application(environ, start_response):
+    if environ['PATH_INFO'] == '/fork':
+        # A background worker, as multiprocessing's 'fork' start method makes: it inherits
+        # every descriptor of the daemon process, and outlives it.
+        child = os.fork()
+        if child == 0:
+            time.sleep(8)
+            os._exit(0)
+    start_response('200 OK', [('Content-Type', 'text/plain')])
+    return [('pid=%d' % os.getpid()).encode()]
+"#;
+
+#[test]
+fn a_forked_worker_does_not_keep_the_connections_of_a_restarted_daemon_alive() {
+    let server = ServerBuilder::new()
+        .file("app.wsgi", FORK_APP)
+        .config(
+            "WSGIDaemonProcess fork processes=1 threads=2 maximum-requests=3 socket-timeout=3\n\
+             WSGIScriptAlias /f ${TEST_DIR}/app.wsgi process-group=fork \
+             application-group=%{GLOBAL}",
+        )
+        .allow_log("WSGI0032")
+        .start();
+    // Three requests, each forking a worker that holds the daemon's descriptors: the daemon
+    // restarts after the third, and the connections it kept for the Apache children stay open
+    // in the workers.
+    for _ in 0..3 {
+        let r = server.get("/f/fork");
+        assert_eq!(r.status, 200, "{}", server.error_log());
+    }
+    for _ in 0..4 {
+        let started = std::time::Instant::now();
+        let r = server.get("/f/");
+        assert_eq!(r.status, 200, "{}", server.error_log());
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "took {:?}\n{}",
+            started.elapsed(),
+            server.error_log()
+        );
+    }
+}
