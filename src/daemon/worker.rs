@@ -646,6 +646,15 @@ impl Connections {
                 }
                 // Another process of the group, or another thread, took it.
                 Err(e) if e.kind() == ErrorKind::WouldBlock => Ok(None),
+                // Out of descriptors: the idle kept connections must not keep new ones out.
+                // One is closed (its child sends its next request on a new connection) and
+                // the accept is tried again.
+                Err(e)
+                    if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
+                        && self.shed_one() =>
+                {
+                    Ok(None)
+                }
                 Err(e) => Err(e),
             },
             token => Ok(i32::try_from(token)
@@ -677,6 +686,20 @@ impl Connections {
                 close(connection.stream);
             }
         }
+    }
+
+    /// Closes one kept connection, if there is one; whether there was.
+    fn shed_one(&self) -> bool {
+        let mut idle = self.idle.lock();
+        let Some(&fd) = idle.keys().next() else {
+            return false;
+        };
+        if let Some(connection) = idle.remove(&fd) {
+            // Out of the set first: a copy of it in a forked process would keep it there.
+            let _ = self.epoll.delete(&connection.stream);
+            close(connection.stream);
+        }
+        true
     }
 
     /// Closes the kept connections (the process is about to exit).
