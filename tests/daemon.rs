@@ -1093,3 +1093,162 @@ fn a_kept_connection_is_out_of_reach_of_earlier_requests() {
     assert_eq!(field(&first.text(), "pid"), field(&text, "pid"));
     assert_eq!(daemon_connections(&server), 1);
 }
+
+const FORK_APP: &str = r#"
+import os, time
+def application(environ, start_response):
+    if environ['PATH_INFO'] == '/fork':
+        # A background worker, as multiprocessing's 'fork' start method makes: it inherits
+        # every descriptor of the daemon process, and outlives it.
+        child = os.fork()
+        if child == 0:
+            time.sleep(8)
+            os._exit(0)
+    start_response('200 OK', [('Content-Type', 'text/plain')])
+    return [('pid=%d' % os.getpid()).encode()]
+"#;
+
+#[test]
+fn a_forked_worker_does_not_keep_the_connections_of_a_restarted_daemon_alive() {
+    let server = ServerBuilder::new()
+        .file("app.wsgi", FORK_APP)
+        .config(
+            "WSGIDaemonProcess fork processes=1 threads=2 maximum-requests=3 socket-timeout=3\n\
+             WSGIScriptAlias /f ${TEST_DIR}/app.wsgi process-group=fork \
+             application-group=%{GLOBAL}",
+        )
+        .allow_log("WSGI0032")
+        .start();
+    // Three requests, each forking a worker that holds the daemon's descriptors: the daemon
+    // restarts after the third, and the connections it kept for the Apache children stay open
+    // in the workers.
+    for _ in 0..3 {
+        let r = server.get("/f/fork");
+        assert_eq!(r.status, 200, "{}", server.error_log());
+    }
+    for _ in 0..4 {
+        let started = std::time::Instant::now();
+        let r = server.get("/f/");
+        assert_eq!(r.status, 200, "{}", server.error_log());
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "took {:?}\n{}",
+            started.elapsed(),
+            server.error_log()
+        );
+    }
+}
+
+const STRESS_APP: &str = r#"
+import os, hashlib
+def application(environ, start_response):
+    path = environ['PATH_INFO']
+    if path == '/fds':
+        body = str(len(os.listdir('/proc/self/fd'))).encode()
+        start_response('200 OK', [('Content-Type', 'text/plain')])
+        return [body]
+    if path == '/redirect':
+        start_response('200 OK', [('Location', '/s/echo')])
+        return [b'x' * 100000]
+    if path == '/error':
+        start_response('404 Not Found', [('Content-Type', 'text/plain')])
+        return [b'y' * 300000]
+    if path == '/partial':
+        environ['wsgi.input'].read(10)
+    data = environ['wsgi.input'].read() if path == '/echo' else b''
+    out = ('%d %s' % (len(data), hashlib.md5(data).hexdigest())).encode()
+    start_response('200 OK', [('Content-Type', 'text/plain')])
+    return [out, b'z' * 200000]
+"#;
+
+#[test]
+fn kept_connections_under_concurrency_bodies_redirects_and_overrides() {
+    let server = ServerBuilder::new()
+        .file("app.wsgi", STRESS_APP)
+        .config(
+            "WSGIDaemonProcess st processes=1 threads=4\nWSGIChunkedRequest On\n\
+             WSGIScriptAlias /s ${TEST_DIR}/app.wsgi process-group=st \
+             application-group=%{GLOBAL}\n\
+             <Location /s/error>\n WSGIErrorOverride On\n</Location>",
+        )
+        .start();
+    let fds = |server: &support::Server| -> usize {
+        let r = server.get("/s/fds");
+        r.text().trim().parse().expect("count")
+    };
+    let before = fds(&server);
+    std::thread::scope(|scope| {
+        for t in 0..6u8 {
+            let server = &server;
+            scope.spawn(move || {
+                for i in 0..15usize {
+                    let body: Vec<u8> = (0..(i * 90_001) % 700_000)
+                        .map(|n| (n % 251) as u8)
+                        .collect();
+                    let digest = format!("{:x}", <md5::Md5 as md5::Digest>::digest(&body));
+                    let chunked = [("Transfer-Encoding", "chunked")];
+                    let headers: &[(&str, &str)] = if (i + t as usize).is_multiple_of(2) {
+                        &chunked
+                    } else {
+                        &[]
+                    };
+                    let r = server.request("POST", "/s/echo", headers, &body);
+                    assert_eq!(r.status, 200, "{}", server.error_log());
+                    let text = r.text();
+                    let first = text.split('z').next().unwrap_or("");
+                    assert_eq!(first, format!("{} {digest}", body.len()));
+                    let r = server.request("POST", "/s/partial", &[], &body);
+                    assert_eq!(r.status, 200);
+                    let r = server.get("/s/redirect");
+                    assert_eq!(r.status, 200);
+                    let r = server.get("/s/error");
+                    assert_eq!(r.status, 404);
+                }
+            });
+        }
+    });
+    let after = fds(&server);
+    let kept = daemon_connections(&server);
+    assert!(
+        after <= before + kept + 2,
+        "before {before} after {after} kept {kept}"
+    );
+}
+
+const FD_LIMIT_APP: &str = r#"
+import os, resource, time
+# Few descriptors to spare: ten more than the daemon has open once the script is loaded.
+spare = len(os.listdir('/proc/self/fd')) + 10
+resource.setrlimit(resource.RLIMIT_NOFILE,
+                   (spare, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+def application(environ, start_response):
+    time.sleep(0.2)
+    start_response('200 OK', [('Content-Type', 'text/plain')])
+    return [b'ok']
+"#;
+
+#[test]
+fn idle_kept_connections_do_not_use_up_the_daemons_descriptors() {
+    let server = ServerBuilder::new()
+        .file("app.wsgi", FD_LIMIT_APP)
+        .config(
+            "WSGIDaemonProcess lim processes=1 threads=4 socket-timeout=4\n\
+             WSGIScriptAlias /n ${TEST_DIR}/app.wsgi process-group=lim \
+             application-group=%{GLOBAL}",
+        )
+        .start();
+    assert_eq!(server.get("/n").status, 200, "{}", server.error_log());
+    // More requests at once than the daemon has descriptors to spare: each takes a connection
+    // of its own, which both sides then keep.
+    let statuses: Vec<u16> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..24)
+            .map(|_| scope.spawn(|| server.get("/n").status))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert!(
+        statuses.iter().all(|&s| s == 200),
+        "{statuses:?}\n{}",
+        server.error_log()
+    );
+}

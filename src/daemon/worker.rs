@@ -185,6 +185,7 @@ pub fn run(info: &GroupInfo, listener: UnixListener, settings: PythonSettings, i
         // Finalising Python under running threads would abort the process; they end with it.
         tracing::info!("{still_running} request(s) still running; not finalising Python");
     }
+    shared.connections.close_idle();
     process::exit_now(0)
 }
 
@@ -645,6 +646,15 @@ impl Connections {
                 }
                 // Another process of the group, or another thread, took it.
                 Err(e) if e.kind() == ErrorKind::WouldBlock => Ok(None),
+                // Out of descriptors: the idle kept connections must not keep new ones out.
+                // One is closed (its child sends its next request on a new connection) and
+                // the accept is tried again.
+                Err(e)
+                    if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
+                        && self.shed_one() =>
+                {
+                    Ok(None)
+                }
                 Err(e) => Err(e),
             },
             token => Ok(i32::try_from(token)
@@ -672,9 +682,41 @@ impl Connections {
         };
         if let Err(e) = armed {
             tracing::debug!("cannot keep a connection for its next request: {e}");
-            idle.remove(&fd);
+            if let Some(connection) = idle.remove(&fd) {
+                close(connection.stream);
+            }
         }
     }
+
+    /// Closes one kept connection, if there is one; whether there was.
+    fn shed_one(&self) -> bool {
+        let mut idle = self.idle.lock();
+        let Some(&fd) = idle.keys().next() else {
+            return false;
+        };
+        if let Some(connection) = idle.remove(&fd) {
+            // Out of the set first: a copy of it in a forked process would keep it there.
+            let _ = self.epoll.delete(&connection.stream);
+            close(connection.stream);
+        }
+        true
+    }
+
+    /// Closes the kept connections (the process is about to exit).
+    fn close_idle(&self) {
+        for (_, connection) in self.idle.lock().drain() {
+            close(connection.stream);
+        }
+    }
+}
+
+/// Closes a connection that the Apache child may have kept for its next request. The socket
+/// is shut down, not only closed: a process forked by the application (`os.fork`,
+/// `multiprocessing`) holds a copy of every descriptor and may outlive this one, and the
+/// child would otherwise see no end of the connection and wait the socket-timeout for an
+/// `Accepted` that never comes.
+fn close(stream: UnixStream) {
+    let _ = stream.shutdown(std::net::Shutdown::Both);
 }
 
 fn request_loop(shared: &Shared, listener: &UnixListener, slot: usize) {
@@ -706,8 +748,12 @@ fn request_loop(shared: &Shared, listener: &UnixListener, slot: usize) {
                 }
                 let ending =
                     shared.restart.lock().is_some() || shared.stopping.load(Ordering::Acquire);
-                if let Some(connection) = kept.filter(|_| shared.connections.keep && !ending) {
-                    shared.connections.keep(connection);
+                match kept {
+                    Some(connection) if shared.connections.keep && !ending => {
+                        shared.connections.keep(connection);
+                    }
+                    Some(connection) => close(connection.stream),
+                    None => {}
                 }
                 shared.active.fetch_sub(1, Ordering::AcqRel);
                 if shared.restart.lock().is_some() {
@@ -784,6 +830,8 @@ fn serve_connection(
                 waited.as_millis()
             );
             let _ = protocol::write_frame(&mut stream, &Frame::Failure { status: 504 });
+            // The child may keep the connection after a Failure: it must see it closed.
+            close(stream);
             return (false, None);
         }
     }
@@ -817,15 +865,18 @@ fn serve_connection(
     slot.started_ms.store(0, Ordering::Release);
     let mut conn = backend.conn.lock();
     let ended = conn.send(&last).is_ok() && conn.clean;
-    let kept = conn
-        .stream
-        .take()
-        .filter(|_| ended)
-        .map(|stream| Connection {
+    let kept = match conn.stream.take() {
+        Some(stream) if ended => Some(Connection {
             stream,
             limited_reads: conn.limited_reads,
             watched: reused,
-        });
+        }),
+        Some(stream) => {
+            close(stream);
+            None
+        }
+        None => None,
+    };
     (true, kept)
 }
 
