@@ -107,7 +107,11 @@ pub fn relay(
             conn.timed_writes = true;
         }
         if let Err(e) = (&conn.stream).write_all(&request) {
-            if reused {
+            let closed = matches!(
+                e.kind(),
+                std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+            );
+            if reused && closed {
                 // The daemon closed the kept connection (it restarted): take a new one.
                 tracing::debug!("a kept connection to daemon '{name}' was closed ({e})");
                 continue;
