@@ -746,8 +746,8 @@ fn request_loop(shared: &Shared, listener: &UnixListener, slot: usize) {
                         shared.config.graceful_timeout,
                     );
                 }
-                let ending =
-                    shared.restart.lock().is_some() || shared.stopping.load(Ordering::Acquire);
+                let restarting = shared.restart.lock().is_some();
+                let ending = restarting || shared.stopping.load(Ordering::Acquire);
                 match kept {
                     Some(connection) if shared.connections.keep && !ending => {
                         shared.connections.keep(connection);
@@ -756,7 +756,7 @@ fn request_loop(shared: &Shared, listener: &UnixListener, slot: usize) {
                     None => {}
                 }
                 shared.active.fetch_sub(1, Ordering::AcqRel);
-                if shared.restart.lock().is_some() {
+                if restarting {
                     return;
                 }
             }
