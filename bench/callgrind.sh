@@ -17,7 +17,7 @@
 # in a run of N requests and a run of 2N; the difference divided by N is the cost of one
 # request, start-up and shutdown cancelling out. `callgrind_control` is not used: it waits
 # until the process runs guest code, and an idle Apache thread sits in poll().
-# Takes about a minute per run (two runs). Needs valgrind (installed if missing).
+# Takes well under a minute in all. Needs valgrind (installed if missing).
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -108,15 +108,18 @@ for _ in range(int(sys.argv[2])):
     r.read()
     assert r.status == 200, r.status
 PY
-    kill "$(cat "$dir/httpd.pid")"
+    local apache_pid
+    apache_pid=$(cat "$dir/httpd.pid")
+    kill "$apache_pid"
     wait "$vg" || true
     sleep 2
-    # The Apache process is the lowest pid; the daemon (forked from it) the other one.
-    local counts=()
-    for f in $(ls "$dir"/callgrind.out.* | sort -t. -k3 -n); do
-        counts+=("$(awk '/^(summary|totals):/ {print $2; exit}' "$f")")
+    # The Apache process is the one of the pid file; the daemon (forked from it) the other.
+    local counts=(0 0) f ir
+    for f in "$dir"/callgrind.out.*; do
+        ir=$(awk '/^(summary|totals):/ {print $2; exit}' "$f")
+        if [ "${f##*.}" = "$apache_pid" ]; then counts[0]=$ir; else counts[1]=$ir; fi
     done
-    echo "${counts[0]:-0} ${counts[1]:-0}"
+    echo "${counts[0]} ${counts[1]}"
     if [ $keep = 1 ]; then echo "kept: $dir" >&2; else rm -rf "$dir"; fi
 }
 
