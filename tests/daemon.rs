@@ -1001,6 +1001,19 @@ def application(environ, start_response):
     out = 'pid=%d' % os.getpid()
     if path == '/stash':
         stash.append(environ['wsgi.input'])
+    elif path == '/big':
+        start_response('200 OK', [('Content-Type', 'application/octet-stream')])
+        return (b'b' * 262144 for _ in range(256))
+    elif path == '/pipe':
+        # A write to a pipe nobody reads: BrokenPipeError, as in any Python program.
+        r, w = os.pipe()
+        os.close(r)
+        try:
+            os.write(w, b'x')
+            out += '\npipe=written'
+        except BrokenPipeError:
+            out += '\npipe=BrokenPipeError'
+        os.close(w)
     elif path == '/late':
         try:
             late = stash[-1].read()
@@ -1067,6 +1080,41 @@ fn a_group_of_one_process_keeps_connections_across_requests_and_restarts() {
         !log.contains("WSGI0042") && !log.contains("WSGI0039"),
         "{log}"
     );
+}
+
+#[test]
+fn broken_pipes_do_not_end_the_daemon() {
+    let server = keep_server("processes=1 threads=4").start();
+    let pid = keep_pid(&server);
+    // Each client reads 1 MiB of a 64 MiB response that the daemon writes as fast as it can,
+    // in large blocks, and goes away: the daemon's next write meets a closed connection, which
+    // must fail that response only (no SIGPIPE).
+    for _ in 0..8 {
+        let mut client =
+            std::net::TcpStream::connect(("127.0.0.1", server.port())).expect("connect");
+        client
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        client
+            .write_all(b"GET /k/big HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            .expect("send");
+        let mut got = 0;
+        let mut buf = vec![0u8; 65536];
+        while got < 1 << 20 {
+            let n = client.read(&mut buf).expect("read");
+            assert!(n > 0, "the response ended early");
+            got += n;
+        }
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(keep_pid(&server), pid, "{}", server.error_log());
+    // The application's own writes to a closed pipe raise instead of killing the process.
+    let r = server.get("/k/pipe");
+    assert_eq!(r.status, 200, "{}", server.error_log());
+    assert_eq!(field(&r.text(), "pipe"), "BrokenPipeError");
+    assert_eq!(field(&r.text(), "pid"), pid);
+    let log = server.error_log();
+    assert!(!log.contains("Broken pipe"), "{log}");
 }
 
 #[test]

@@ -1,5 +1,6 @@
 //! Facts about the Apache process and its MPM, and process-level pool cleanups.
 
+use nix::sys::signal::SigHandler;
 use std::ffi::c_void;
 use std::ptr;
 
@@ -196,6 +197,15 @@ pub fn fork(pool: Pool, env: &[(String, String)]) -> std::io::Result<Forked> {
                 for (name, value) in env {
                     std::env::set_var(name, value);
                 }
+            }
+            // SIGPIPE is ignored, as in Apache's own children and in any Python program: a
+            // write to a connection whose peer has gone (a client that disconnected while a
+            // response streamed) then fails with EPIPE instead of killing the daemon.
+            // SAFETY: SIG_IGN runs no handler code, so no async-signal-safety rule applies.
+            if let Err(e) = unsafe {
+                nix::sys::signal::signal(nix::sys::signal::Signal::SIGPIPE, SigHandler::SigIgn)
+            } {
+                tracing::warn!("cannot ignore SIGPIPE in a daemon process: {e}");
             }
             Ok(Forked::Child)
         }
