@@ -1187,6 +1187,130 @@ fn a_forked_worker_does_not_keep_the_connections_of_a_restarted_daemon_alive() {
     }
 }
 
+const DRAIN_APP: &str = r#"
+import os, time
+def application(environ, start_response):
+    path = environ['PATH_INFO']
+    if path == '/sleep':
+        time.sleep(float(environ['QUERY_STRING']))
+    elif path == '/fork':
+        child = os.fork()
+        if child == 0:
+            time.sleep(12)
+            os._exit(0)
+    body = ('pid=%d' % os.getpid()).encode()
+    start_response('200 OK', [('Content-Type', 'text/plain'),
+                              ('Content-Length', str(len(body)))])
+    return [body]
+"#;
+
+fn drain_server(options: &str) -> ServerBuilder {
+    ServerBuilder::new()
+        .file("app.wsgi", DRAIN_APP)
+        .config(&format!(
+            "WSGIDaemonProcess drain processes=1 threads=4 {options}\n\
+             WSGIScriptAlias /d ${{TEST_DIR}}/app.wsgi process-group=drain \
+             application-group=%{{GLOBAL}}"
+        ))
+}
+
+#[test]
+fn requests_sent_while_a_daemon_drains_wait_for_its_replacement() {
+    // The C module's daemons stop accepting while they drain; the new requests wait in the
+    // socket's backlog. Here, they once got Retry answers until the child gave up after
+    // about 9 s (503, "kept restarting"), however long the drain.
+    let server = drain_server("shutdown-timeout=30 socket-timeout=30")
+        .allow_log("WSGI0032")
+        .start();
+    let r = server.get("/d/");
+    assert_eq!(r.status, 200, "{}", server.error_log());
+    let old = field(&r.text(), "pid");
+    std::thread::scope(|scope| {
+        let slow = scope.spawn(|| server.get("/d/sleep?11"));
+        std::thread::sleep(Duration::from_millis(500));
+        let target = nix::unistd::Pid::from_raw(old.parse().expect("pid"));
+        nix::sys::signal::kill(target, nix::sys::signal::Signal::SIGTERM).expect("kill");
+        std::thread::sleep(Duration::from_millis(300));
+        // Over a kept connection, then over new ones.
+        let waited = scope.spawn(|| server.get("/d/"));
+        let r = server.get("/d/");
+        assert_eq!(r.status, 200, "{}", server.error_log());
+        assert_ne!(field(&r.text(), "pid"), old);
+        let r = waited.join().expect("thread");
+        assert_eq!(r.status, 200, "{}", server.error_log());
+        let r = slow.join().expect("thread");
+        assert_eq!(r.status, 200, "the drained request: {}", server.error_log());
+        assert_eq!(field(&r.text(), "pid"), old);
+    });
+    let log = server.error_log();
+    assert!(!log.contains("WSGI0050"), "{log}");
+}
+
+/// Sends `GET path` on `stream` (a kept-alive connection) and returns the status and the time
+/// the response took; reads the body by its Content-Length.
+fn get_on(stream: &mut std::net::TcpStream, path: &str) -> (u16, Duration) {
+    let started = std::time::Instant::now();
+    stream
+        .write_all(format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())
+        .expect("send");
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = stream.read(&mut buf).expect("read");
+        assert!(
+            n > 0,
+            "connection closed: {}",
+            String::from_utf8_lossy(&got)
+        );
+        got.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&got).into_owned();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let length: usize = text[..end]
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse().expect("length"))
+                })
+                .expect("a Content-Length");
+            if got.len() >= end + 4 + length {
+                let status = text[9..12].parse().expect("status");
+                return (status, started.elapsed());
+            }
+        }
+    }
+}
+
+#[test]
+fn request_timeout_ends_a_request_whose_connection_a_forked_worker_holds() {
+    let server = drain_server("socket-timeout=20 request-timeout=2")
+        .allow_log("WSGI0032")
+        .allow_log("WSGI0042")
+        .allow_log("request-timeout")
+        .allow_log(r"\[request [^\]]+\]")
+        .allow_log("File \"")
+        .start();
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", server.port())).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    // A worker forked during a request holds the daemon's end of the connection it came on,
+    // which the Apache child keeps and uses for the next request.
+    assert_eq!(
+        get_on(&mut stream, "/d/fork").0,
+        200,
+        "{}",
+        server.error_log()
+    );
+    let (status, took) = get_on(&mut stream, "/d/sleep?15");
+    assert_eq!(status, 502, "{}", server.error_log());
+    assert!(
+        took < Duration::from_secs(8),
+        "502 after {took:?}, not at the request-timeout\n{}",
+        server.error_log()
+    );
+}
+
 const STRESS_APP: &str = r#"
 import os, hashlib
 def application(environ, start_response):

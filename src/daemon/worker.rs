@@ -90,7 +90,7 @@ pub fn run(info: &GroupInfo, listener: UnixListener, settings: PythonSettings, i
         index + 1
     );
 
-    let connections = match Connections::new(&listener, config.processes == 1) {
+    let connections = match Connections::new(listener, config.processes == 1) {
         Ok(connections) => connections,
         Err(e) => {
             tracing::error!("WSGI0036: daemon '{name}' cannot watch its socket: {e}");
@@ -126,14 +126,13 @@ pub fn run(info: &GroupInfo, listener: UnixListener, settings: PythonSettings, i
             script_changed(&shared, &import.script, modified);
         }
     }
-    let listener = Arc::new(listener);
     for n in 0..config.threads {
-        let (shared, listener) = (Arc::clone(&shared), Arc::clone(&listener));
+        let shared = Arc::clone(&shared);
         let mut builder = std::thread::Builder::new().name(format!("wsgi-{n}"));
         if let Some(size) = config.stack_size {
             builder = builder.stack_size(size);
         }
-        if let Err(e) = builder.spawn(move || request_loop(&shared, &listener, n as usize)) {
+        if let Err(e) = builder.spawn(move || request_loop(&shared, n as usize)) {
             tracing::error!("WSGI0036: daemon '{name}' cannot start a thread: {e}");
         }
     }
@@ -171,8 +170,9 @@ pub fn run(info: &GroupInfo, listener: UnixListener, settings: PythonSettings, i
         "daemon process {} of group '{name}' stopping ({why})",
         std::process::id()
     );
-    // The listening socket is shared by the group's processes, so it is left alone: threads
-    // waiting in epoll_wait() end with the process.
+    // New connections wait for the other processes of the group or the replacement (see
+    // Connections::stop_listening). Threads waiting in epoll_wait() end with the process.
+    shared.connections.stop_listening();
     shared.stopping.store(true, Ordering::Release);
     let deadline = Instant::now() + limit;
     while shared.active.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
@@ -186,6 +186,7 @@ pub fn run(info: &GroupInfo, listener: UnixListener, settings: PythonSettings, i
         tracing::info!("{still_running} request(s) still running; not finalising Python");
     }
     shared.connections.close_idle();
+    shared.shut_running();
     process::exit_now(0)
 }
 
@@ -195,6 +196,27 @@ fn set_process_name(title: &str, group: &str) {
     let title = title.replace("%{GROUP}", &format!("(wsgi:{group})"));
     if let Ok(title) = std::ffi::CString::new(title) {
         let _ = nix::sys::prctl::set_name(&title);
+    }
+}
+
+impl Shared {
+    /// Whether the process is on its way out (stopping, or a restart was asked for): its
+    /// request threads then take no more connections or requests, which wait for the
+    /// replacement process (in the listening socket's backlog, or on their kept connection,
+    /// which is shut down when this process exits, so that the child sends the request again).
+    fn ending(&self) -> bool {
+        self.stopping.load(Ordering::Acquire) || self.restart.lock().is_some()
+    }
+
+    /// Shuts down the connections of the requests still running as the process exits: a
+    /// process forked by the application holds copies of them, and the Apache child would
+    /// otherwise wait its socket-timeout for the rest of a response that will never come.
+    fn shut_running(&self) {
+        for slot in &self.slots {
+            if let Some(fd) = *slot.socket.lock() {
+                let _ = nix::sys::socket::shutdown(fd, nix::sys::socket::Shutdown::Both);
+            }
+        }
     }
 }
 
@@ -208,6 +230,7 @@ struct Restart {
 fn request_restart(shared: &Shared, reason: String, drain: Duration) {
     let mut restart = shared.restart.lock();
     if restart.is_none() {
+        shared.connections.stop_listening();
         *restart = Some(Restart { reason, drain });
         drop(restart);
         let _ = nix::sys::signal::kill(nix::unistd::Pid::this(), Signal::SIGTERM);
@@ -489,6 +512,10 @@ struct Slot {
     started_ms: AtomicU64,
     /// Its application group.
     group: Mutex<String>,
+    /// The connection of the request under way, shut down if the process exits first (see
+    /// [`Shared::shut_running`]). Cleared, under the lock, before the connection is closed or
+    /// kept, so that the descriptor shut down is never one reused for something else.
+    socket: Mutex<Option<std::os::fd::RawFd>>,
 }
 
 struct Shared {
@@ -603,27 +630,32 @@ struct Connection {
 /// process even when it is busy and another one is idle, while a new connection goes to
 /// whichever process is waiting on the shared listening socket.
 struct Connections {
+    /// The group's listening socket.
+    listener: UnixListener,
     epoll: Epoll,
     idle: Mutex<std::collections::HashMap<std::os::fd::RawFd, Connection>>,
     keep: bool,
 }
 
 impl Connections {
-    fn new(listener: &UnixListener, keep: bool) -> std::io::Result<Self> {
+    fn new(listener: UnixListener, keep: bool) -> std::io::Result<Self> {
         let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
         // Other processes of the group wait on the same socket: only one of them is woken.
         let flags = EpollFlags::EPOLLIN | EpollFlags::EPOLLEXCLUSIVE;
-        epoll.add(listener, EpollEvent::new(flags, LISTENER))?;
+        epoll.add(&listener, EpollEvent::new(flags, LISTENER))?;
         listener.set_nonblocking(true)?;
         Ok(Self {
+            listener,
             epoll,
             idle: Mutex::new(std::collections::HashMap::new()),
             keep,
         })
     }
 
-    /// Waits for a new connection or for a request on a kept one.
-    fn next(&self, listener: &UnixListener) -> std::io::Result<Option<Connection>> {
+    /// Waits for a new connection or for a request on a kept one; `None` when there was none
+    /// to take, or when `ending()` says the process is on its way out (the connection or
+    /// request is then left where it is).
+    fn next(&self, ending: impl Fn() -> bool) -> std::io::Result<Option<Connection>> {
         let mut events = [EpollEvent::empty()];
         let woken = loop {
             match self.epoll.wait(&mut events, EpollTimeout::NONE) {
@@ -631,11 +663,11 @@ impl Connections {
                 other => break other?,
             }
         };
-        if woken == 0 {
+        if woken == 0 || ending() {
             return Ok(None);
         }
         match events[0].data() {
-            LISTENER => match listener.accept() {
+            LISTENER => match self.listener.accept() {
                 Ok((stream, _)) => {
                     // Accepted sockets do not inherit the listener's O_NONBLOCK on Linux.
                     Ok(Some(Connection {
@@ -688,6 +720,16 @@ impl Connections {
         }
     }
 
+    /// Takes the listening socket out of the epoll set: the process is on its way out. The
+    /// socket itself stays open (the group's other processes and the Apache parent share it),
+    /// so new connections wait in its backlog for another process. Called before the flags
+    /// that [`Shared::ending`] reads are set: a thread woken for the socket before then
+    /// serves the connection as usual, and none is woken after, so no wake-up that another
+    /// process of the group should have had is lost.
+    fn stop_listening(&self) {
+        let _ = self.epoll.delete(&self.listener);
+    }
+
     /// Closes one kept connection, if there is one; whether there was.
     fn shed_one(&self) -> bool {
         let mut idle = self.idle.lock();
@@ -719,10 +761,13 @@ fn close(stream: UnixStream) {
     let _ = stream.shutdown(std::net::Shutdown::Both);
 }
 
-fn request_loop(shared: &Shared, listener: &UnixListener, slot: usize) {
+fn request_loop(shared: &Shared, slot: usize) {
     loop {
+        if shared.ending() {
+            return;
+        }
         shared.turns.take(slot);
-        let next = shared.connections.next(listener);
+        let next = shared.connections.next(|| shared.ending());
         shared.turns.pass();
         match next {
             Ok(Some(connection)) => {
@@ -746,19 +791,14 @@ fn request_loop(shared: &Shared, listener: &UnixListener, slot: usize) {
                         shared.config.graceful_timeout,
                     );
                 }
-                let restarting = shared.restart.lock().is_some();
-                let ending = restarting || shared.stopping.load(Ordering::Acquire);
                 match kept {
-                    Some(connection) if shared.connections.keep && !ending => {
+                    Some(connection) if shared.connections.keep && !shared.ending() => {
                         shared.connections.keep(connection);
                     }
                     Some(connection) => close(connection.stream),
                     None => {}
                 }
                 shared.active.fetch_sub(1, Ordering::AcqRel);
-                if restarting {
-                    return;
-                }
             }
             Ok(None) => {}
             Err(_) if shared.stopping.load(Ordering::Acquire) => return,
@@ -838,6 +878,7 @@ fn serve_connection(
     if protocol::write_frame(&mut stream, &Frame::Accepted).is_err() {
         return (false, None);
     }
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
     *slot.group.lock() = request.application_group.clone();
     slot.started_ms.store(now_ms(shared), Ordering::Release);
     let backend = Arc::new(DaemonBackend {
@@ -849,6 +890,8 @@ fn serve_connection(
             limited_reads: connection.limited_reads,
         }),
     });
+    // After the backend, so dropped before it if the request unwinds.
+    let _running = Running::new(slot, fd);
     let _ = shared.first_request_ms.compare_exchange(
         0,
         now_ms(shared),
@@ -865,7 +908,9 @@ fn serve_connection(
     slot.started_ms.store(0, Ordering::Release);
     let mut conn = backend.conn.lock();
     let ended = conn.send(&last).is_ok() && conn.clean;
-    let kept = match conn.stream.take() {
+    let stream = conn.stream.take();
+    *slot.socket.lock() = None;
+    let kept = match stream {
         Some(stream) if ended => Some(Connection {
             stream,
             limited_reads: conn.limited_reads,
@@ -878,6 +923,23 @@ fn serve_connection(
         None => None,
     };
     (true, kept)
+}
+
+/// Marks a slot's request as running on a connection, for [`Shared::shut_running`], until it
+/// is dropped (or the slot's socket is cleared before the connection is closed or kept).
+struct Running<'s>(&'s Slot);
+
+impl<'s> Running<'s> {
+    fn new(slot: &'s Slot, fd: std::os::fd::RawFd) -> Self {
+        *slot.socket.lock() = Some(fd);
+        Self(slot)
+    }
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        *self.0.socket.lock() = None;
+    }
 }
 
 /// How long a new connection may take to send its request frame.
