@@ -1247,21 +1247,24 @@ fn requests_sent_while_a_daemon_drains_wait_for_its_replacement() {
 }
 
 /// Sends `GET path` on `stream` (a kept-alive connection) and returns the status and the time
-/// the response took; reads the body by its Content-Length.
+/// the response took.
 fn get_on(stream: &mut std::net::TcpStream, path: &str) -> (u16, Duration) {
     let started = std::time::Instant::now();
     stream
         .write_all(format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())
         .expect("send");
+    let (status, _) = read_response(stream);
+    (status, started.elapsed())
+}
+
+/// Reads one response with a Content-Length from `stream`: its status and body.
+fn read_response(stream: &mut std::net::TcpStream) -> (u16, String) {
     let mut got = Vec::new();
     let mut buf = [0u8; 4096];
     loop {
         let n = stream.read(&mut buf).expect("read");
-        assert!(
-            n > 0,
-            "connection closed: {}",
-            String::from_utf8_lossy(&got)
-        );
+        let text = String::from_utf8_lossy(&got).into_owned();
+        assert!(n > 0, "connection closed: {text}");
         got.extend_from_slice(&buf[..n]);
         let text = String::from_utf8_lossy(&got).into_owned();
         if let Some(end) = text.find("\r\n\r\n") {
@@ -1275,7 +1278,7 @@ fn get_on(stream: &mut std::net::TcpStream, path: &str) -> (u16, Duration) {
                 .expect("a Content-Length");
             if got.len() >= end + 4 + length {
                 let status = text[9..12].parse().expect("status");
-                return (status, started.elapsed());
+                return (status, text[end + 4..].to_owned());
             }
         }
     }
@@ -1309,6 +1312,75 @@ fn request_timeout_ends_a_request_whose_connection_a_forked_worker_holds() {
         "502 after {took:?}, not at the request-timeout\n{}",
         server.error_log()
     );
+}
+
+const GROUP_APP: &str = r#"
+def application(environ, start_response):
+    body = ('group=%s' % environ['mod_wsgi.process_group']).encode()
+    start_response('200 OK', [('Content-Type', 'text/plain'),
+                              ('Content-Length', str(len(body)))])
+    return [body]
+"#;
+
+#[test]
+fn requests_of_the_previous_generation_reach_their_group_after_groups_are_reordered() {
+    let server = ServerBuilder::new()
+        .file("app.wsgi", GROUP_APP)
+        .config(
+            "WSGIDaemonProcess first processes=1 threads=2\n\
+             WSGIDaemonProcess second processes=1 threads=2\n\
+             WSGIScriptAlias /a ${TEST_DIR}/app.wsgi process-group=first \
+             application-group=%{GLOBAL}\n\
+             WSGIScriptAlias /b ${TEST_DIR}/app.wsgi process-group=second \
+             application-group=%{GLOBAL}",
+        )
+        .start();
+    assert_eq!(server.get("/a/").text(), "group=first");
+    // Two requests held by the Apache child of this generation: all but their last line.
+    let held: Vec<(&str, std::net::TcpStream)> = ["first", "second"]
+        .into_iter()
+        .map(|group| {
+            let mut stream =
+                std::net::TcpStream::connect(("127.0.0.1", server.port())).expect("connect");
+            let path = if group == "first" { "/a/" } else { "/b/" };
+            write!(stream, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n").expect("send");
+            stream
+                .set_read_timeout(Some(Duration::from_secs(20)))
+                .expect("timeout");
+            (group, stream)
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    // The new configuration defines the groups the other way round.
+    let conf = server.dir().join("httpd.conf");
+    let text = std::fs::read_to_string(&conf).expect("httpd.conf");
+    let swapped = text
+        .replace("WSGIDaemonProcess first", "WSGIDaemonProcess @")
+        .replace("WSGIDaemonProcess second", "WSGIDaemonProcess first")
+        .replace("WSGIDaemonProcess @", "WSGIDaemonProcess second");
+    std::fs::write(&conf, swapped).expect("httpd.conf");
+    let parent = nix::unistd::Pid::from_raw(server.parent_pid() as i32);
+    nix::sys::signal::kill(parent, nix::sys::signal::Signal::SIGUSR1).expect("kill");
+    assert!(
+        server.wait_for_log("AH00493", Duration::from_secs(10)),
+        "{}",
+        server.error_log()
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    for (group, mut stream) in held {
+        let started = std::time::Instant::now();
+        stream.write_all(b"\r\n").expect("send");
+        let (status, body) = read_response(&mut stream);
+        assert_eq!(status, 200, "{}", server.error_log());
+        assert_eq!(body, format!("group={group}"));
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}\n{}",
+            started.elapsed(),
+            server.error_log()
+        );
+    }
+    assert_eq!(server.get("/b/").text(), "group=second");
 }
 
 const STRESS_APP: &str = r#"

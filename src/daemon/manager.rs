@@ -116,8 +116,20 @@ pub fn start(
     let identity = process::apache_identity();
     let mut groups = Vec::with_capacity(daemons.len());
     for (index, (config, log_target, secret)) in daemons.into_iter().enumerate() {
-        // No generation in the name: the path stays valid across graceful restarts.
-        let path = PathBuf::from(format!("{prefix}.{parent}.{}.sock", index + 1));
+        // Named after the group, with no generation in the name: an Apache child of the
+        // previous generation still reaches the same group after a graceful restart, even when
+        // the new configuration defines the groups in another order or adds some.
+        let mut path = PathBuf::from(format!(
+            "{prefix}.{parent}.{}.sock",
+            socket_tag(&config.name)
+        ));
+        if groups.iter().any(|g: &GroupRuntime| g.info.socket == path) {
+            path = PathBuf::from(format!(
+                "{prefix}.{parent}.{}-{}.sock",
+                socket_tag(&config.name),
+                index + 1
+            ));
+        }
         let secret: [u8; SECRET_LEN] = match secret.try_into() {
             Ok(secret) => secret,
             Err(_) => random_secret()?,
@@ -237,6 +249,14 @@ pub fn resolve_group(group: &Principal) -> Option<u32> {
             .flatten()
             .map(|g| g.gid.as_raw()),
     }
+}
+
+/// Eight hex digits that stand for a group's name in its socket's path (names may hold
+/// characters that a path should not, and may be long).
+fn socket_tag(name: &str) -> String {
+    use md5::{Digest, Md5};
+    let digest = Md5::digest(name.as_bytes());
+    digest[..4].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// 32 bytes from the system's random source.

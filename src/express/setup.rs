@@ -26,8 +26,8 @@ pub const DEFAULT_RUN_GROUP: &str = "www-data";
 /// The longest Unix socket path Linux takes (`sun_path` is 108 bytes with its NUL).
 const MAX_SOCKET_PATH: usize = 107;
 /// What the module appends to `DefaultRuntimeDir` for a daemon socket, at most:
-/// `/wsgi.<pid>.<n>.sock` with a 7-digit pid and a 5-digit group number.
-const SOCKET_SUFFIX: usize = "/wsgi.4194304.65535.sock".len();
+/// `/wsgi.<pid>.<tag>.sock` with a 7-digit pid and the 8 hex digits that stand for the group.
+const SOCKET_SUFFIX: usize = "/wsgi.4194304.0123abcd.sock".len();
 
 /// The files and folders of a server root.
 #[derive(Clone, Debug, PartialEq, Eq)]
