@@ -28,7 +28,7 @@ use crate::apache::process::{self, ProcessInfo};
 use crate::config::{DaemonConfig, Principal, PythonSettings};
 use crate::python::runtime;
 use crate::wsgi::response::ResponseHead;
-use crate::wsgi::{self, Backend, BackendError, Outcome, RequestSpec};
+use crate::wsgi::{self, Backend, BackendError, Outcome, RequestSpec, Taken};
 
 /// Runs the daemon process; never returns.
 pub fn run(info: &GroupInfo, listener: UnixListener, settings: PythonSettings, index: usize) -> ! {
@@ -1102,6 +1102,40 @@ impl Conn {
             .map_err(|_| BackendError::Write)
     }
 
+    /// Encodes `data` as Data frames after the held ones and sends what the socket takes
+    /// without blocking; the rest stays held.
+    fn try_send_data(&mut self, data: &[u8]) -> Result<Taken, BackendError> {
+        use nix::sys::socket::{MsgFlags, send};
+        use std::os::fd::AsRawFd as _;
+        let mut out = std::mem::take(&mut self.held);
+        Frame::encode_data(data, DATA_CHUNK, &mut out);
+        let fd = self.stream()?.as_raw_fd();
+        let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL;
+        let sent = match send(fd, &out, flags) {
+            Ok(n) => n,
+            Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EINTR) => 0,
+            Err(_) => return Err(BackendError::Write),
+        };
+        if sent == out.len() {
+            return Ok(Taken::Sent);
+        }
+        out.drain(..sent);
+        self.held = out;
+        Ok(Taken::Queued)
+    }
+
+    /// Writes the held frames, if there are any.
+    fn flush_held(&mut self) -> Result<(), BackendError> {
+        use std::io::Write as _;
+        if self.held.is_empty() {
+            return Ok(());
+        }
+        let out = std::mem::take(&mut self.held);
+        self.stream()?
+            .write_all(&out)
+            .map_err(|_| BackendError::Write)
+    }
+
     /// Writes `data` as Data frames, after the held frames.
     fn send_data(&mut self, data: &[u8]) -> Result<(), BackendError> {
         let sent = self.send_data_unnoted(data);
@@ -1134,6 +1168,13 @@ const DATA_CHUNK: usize = 64 * 1024;
 /// The most bytes [`Conn::held`] may grow to through [`Backend::hold`]; a list response larger
 /// than this is written as it is sent.
 const HOLD_LIMIT: usize = 256 * 1024;
+
+/// The largest block of a streamed response that [`Backend::try_send`] sends with the GIL
+/// held (a copy into the socket buffer of a microsecond or two): a one-item framework
+/// response (Flask: 7% more requests per second). Larger blocks keep the usual path: with
+/// 64 KiB, streaming was 9% to 20% slower (the socket buffer of a fast stream is often full,
+/// and every other block then cost a failed `send` as well).
+const TRY_SEND_MOST: usize = 16 * 1024;
 
 /// Data blocks at least this large that find nothing held go out without being copied first.
 const COPY_AT_LEAST: usize = 64 * 1024;
@@ -1195,6 +1236,26 @@ impl Backend for DaemonBackend {
         }
         Frame::encode_data(data, DATA_CHUNK, &mut conn.held);
         Ok(true)
+    }
+
+    /// Writes `data` as Data frames (after the held ones) with a non-blocking `send`, when
+    /// the connection is free and `data` is at most [`TRY_SEND_MOST`] bytes; what the socket
+    /// does not take at once is held for [`Backend::flush`].
+    fn try_send(&self, data: &[u8]) -> Result<Taken, BackendError> {
+        if data.len() > TRY_SEND_MOST {
+            return Ok(Taken::No);
+        }
+        let Some(mut conn) = self.conn.try_lock() else {
+            return Ok(Taken::No);
+        };
+        let taken = conn.try_send_data(data);
+        conn.note(taken)
+    }
+
+    fn flush(&self) -> Result<(), BackendError> {
+        let mut conn = self.conn.lock();
+        let flushed = conn.flush_held();
+        conn.note(flushed)
     }
 
     fn abort(&self) {
@@ -1554,6 +1615,49 @@ mod tests {
         }
         assert!(body == block, "held bytes changed");
         assert_eq!(got[got.len() - 1], Frame::Data(b"tail".to_vec()));
+    }
+
+    #[test]
+    fn streamed_blocks_go_out_at_once_or_are_queued_for_flush_in_order() {
+        let (backend, mut peer) = connected();
+        backend.set_head(&head()).expect("head");
+        assert_eq!(backend.try_send(b"abc").expect("try_send"), Taken::Sent);
+        let got = frames(&mut peer);
+        assert!(
+            matches!(&got[..], [Frame::Head(_), Frame::Data(d)] if d == b"abc"),
+            "{got:?}"
+        );
+        assert_eq!(
+            backend
+                .try_send(&vec![0; TRY_SEND_MOST + 1])
+                .expect("try_send"),
+            Taken::No
+        );
+        // Nobody reads: the socket buffer fills, and a block that does not fit is queued.
+        let mut sent = 0;
+        let queued = (0u8..=255).find(|&i| {
+            sent += 1;
+            backend.try_send(&[i; 16_000]).expect("try_send") == Taken::Queued
+        });
+        assert!(queued.is_some(), "never queued");
+        let reader = std::thread::spawn(move || {
+            peer.set_nonblocking(false).expect("blocking");
+            let mut peer = peer;
+            let mut blocks = Vec::new();
+            while let Ok(frame) = protocol::read_frame(&mut peer) {
+                if let Frame::Data(data) = frame {
+                    blocks.push(data);
+                }
+            }
+            blocks
+        });
+        backend.flush().expect("flush");
+        drop(backend);
+        let blocks = reader.join().expect("reader");
+        assert_eq!(blocks.len(), sent);
+        for (i, block) in blocks.iter().enumerate() {
+            assert!(block.len() == 16_000 && block.iter().all(|&b| usize::from(b) == i));
+        }
     }
 
     #[test]

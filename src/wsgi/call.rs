@@ -229,7 +229,8 @@ fn send_file_wrapper(
 ///
 /// The items of a list or tuple are all there already: they are held by the backend (when it
 /// can) and go out after the application has returned, in one write with no extra GIL
-/// hand-off. Anything else is sent item by item as it is produced (streaming).
+/// hand-off. Anything else is sent item by item as it is produced (streaming), with the GIL
+/// held where the backend can send a block at once.
 fn send_iterable(py: Python<'_>, result: &Bound<'_, PyAny>, sr: &StartResponse) -> PyResult<()> {
     let complete =
         result.is_exact_instance_of::<PyList>() || result.is_exact_instance_of::<PyTuple>();
@@ -246,7 +247,7 @@ fn send_iterable(py: Python<'_>, result: &Bound<'_, PyAny>, sr: &StartResponse) 
         let sent = if complete {
             sr.send_held(py, bytes.as_bytes())?
         } else {
-            sr.send(py, bytes.as_bytes())?
+            sr.send_streamed(py, bytes.as_bytes())?
         };
         if !sent {
             tracing::debug!("client connection closed; response abandoned");

@@ -48,6 +48,20 @@ pub trait Backend: Send + Sync {
         let _ = data;
         Ok(false)
     }
+    /// Sends body bytes of a streamed response with the GIL held, when that needs no waiting:
+    /// no lock held by another thread, and a transport that takes the bytes at once (a daemon
+    /// connection with room in its socket buffer). Saves the GIL hand-off of
+    /// [`Backend::write`] for each small block. [`Taken::No`] when it cannot (nothing was
+    /// sent); [`Taken::Queued`] when only part went out: the rest must go out at once, with
+    /// [`Backend::flush`] (without the GIL), so that nothing waits for the next block.
+    fn try_send(&self, data: &[u8]) -> Result<Taken, BackendError> {
+        let _ = data;
+        Ok(Taken::No)
+    }
+    /// Sends the bytes that [`Backend::try_send`] queued.
+    fn flush(&self) -> Result<(), BackendError> {
+        Ok(())
+    }
     /// Ends the response abnormally, so the client sees it is incomplete (held bytes first).
     fn abort(&self);
     /// Sends `len` bytes of the regular file `fd` from `offset` without copying them through
@@ -56,6 +70,17 @@ pub trait Backend: Send + Sync {
         let _ = (fd, offset, len);
         Ok(false)
     }
+}
+
+/// What [`Backend::try_send`] did with the bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Taken {
+    /// Nothing: the caller sends them with [`Backend::write`].
+    No,
+    /// All of them went out.
+    Sent,
+    /// Part went out; the rest waits for [`Backend::flush`].
+    Queued,
 }
 
 /// Why backend I/O failed.

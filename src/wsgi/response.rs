@@ -9,7 +9,7 @@ use pyo3::exceptions::{PyOSError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
 
-use super::{Backend, BackendError};
+use super::{Backend, BackendError, Taken};
 use crate::python::files::RegularFile;
 
 /// A validated status and header list.
@@ -154,11 +154,23 @@ impl StartResponse {
     /// Content-Length still allows is kept. Sent with [`StartResponse::send`] when the backend
     /// cannot hold it. `Ok(false)` when the client has gone.
     pub fn send_held(&self, py: Python<'_>, data: &[u8]) -> PyResult<bool> {
-        let held = 'held: {
+        self.send_at_once(py, data, true)
+    }
+
+    /// Sends a body block of a streamed response: with the GIL held when the backend can do
+    /// it at once ([`Backend::try_send`]), else as [`StartResponse::send`]. `Ok(false)` when
+    /// the client has gone.
+    pub fn send_streamed(&self, py: Python<'_>, data: &[u8]) -> PyResult<bool> {
+        self.send_at_once(py, data, false)
+    }
+
+    /// [`StartResponse::send_held`] (`hold`) or [`StartResponse::send_streamed`].
+    fn send_at_once(&self, py: Python<'_>, data: &[u8], hold: bool) -> PyResult<bool> {
+        let taken = 'fast: {
             // Nothing here waits with the GIL held: a lock another thread has (one blocked
             // reading the body, say) sends this block the usual way instead.
             let Some(mut st) = self.state.try_lock() else {
-                break 'held false;
+                break 'fast Taken::No;
             };
             if st.client_gone || data.is_empty() {
                 return Ok(!st.client_gone);
@@ -168,17 +180,23 @@ impl StartResponse {
             }
             match self.try_head(&mut st) {
                 Ok(true) => {}
-                Ok(false) => break 'held false,
+                Ok(false) => break 'fast Taken::No,
                 Err(e) => return Err(SendError::Backend(e).into_py()),
             }
             let keep = st.allowed(data.len());
-            match self.backend.hold(&data[..keep]) {
-                Ok(true) => {
+            let attempt = if hold {
+                let held = self.backend.hold(&data[..keep]);
+                held.map(|held| if held { Taken::Sent } else { Taken::No })
+            } else {
+                self.backend.try_send(&data[..keep])
+            };
+            match attempt {
+                Ok(Taken::No) => Taken::No,
+                Ok(taken) => {
                     st.excess += (data.len() - keep) as u64;
                     st.sent += keep as u64;
-                    true
+                    taken
                 }
-                Ok(false) => false,
                 Err(e) => {
                     st.client_gone = true;
                     tracing::debug!("client went away while sending the response: {e}");
@@ -186,7 +204,21 @@ impl StartResponse {
                 }
             }
         };
-        if held { Ok(true) } else { self.send(py, data) }
+        match taken {
+            Taken::Sent => Ok(true),
+            Taken::Queued => {
+                let (backend, state) = (&*self.backend, &self.state);
+                Ok(py.detach(|| match backend.flush() {
+                    Ok(()) => true,
+                    Err(e) => {
+                        state.lock().client_gone = true;
+                        tracing::debug!("client went away while sending the response: {e}");
+                        false
+                    }
+                }))
+            }
+            Taken::No => self.send(py, data),
+        }
     }
 
     /// Sends a body block: the head first if it has not gone yet, then at most what
