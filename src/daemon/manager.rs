@@ -375,8 +375,9 @@ fn on_event(slot: usize, event: ChildEvent) {
     match event {
         ChildEvent::Died(status) => {
             // Depending on the MPM's path, `status` is an exit code, a signal number or a raw
-            // wait status: report it as it is.
-            let how = format!("ended (status {status})");
+            // wait status (Apache's own AH00052 line, when there is one, says which): report it
+            // as it is, without claiming one reading.
+            let how = format!("ended (exit status or signal {status})");
             if stopping {
                 tracing::info!("daemon process {pid} of group '{name}' {how}");
                 return;

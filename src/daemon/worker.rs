@@ -1617,6 +1617,22 @@ mod tests {
         assert_eq!(got[got.len() - 1], Frame::Data(b"tail".to_vec()));
     }
 
+    /// The payloads of the Data frames the peer receives until the connection ends, read on
+    /// a thread of their own.
+    fn data_frames(peer: UnixStream) -> std::thread::JoinHandle<Vec<Vec<u8>>> {
+        std::thread::spawn(move || {
+            peer.set_nonblocking(false).expect("blocking");
+            let mut peer = peer;
+            let mut blocks = Vec::new();
+            while let Ok(frame) = protocol::read_frame(&mut peer) {
+                if let Frame::Data(data) = frame {
+                    blocks.push(data);
+                }
+            }
+            blocks
+        })
+    }
+
     #[test]
     fn streamed_blocks_go_out_at_once_or_are_queued_for_flush_in_order() {
         let (backend, mut peer) = connected();
@@ -1640,17 +1656,7 @@ mod tests {
             backend.try_send(&[i; 16_000]).expect("try_send") == Taken::Queued
         });
         assert!(queued.is_some(), "never queued");
-        let reader = std::thread::spawn(move || {
-            peer.set_nonblocking(false).expect("blocking");
-            let mut peer = peer;
-            let mut blocks = Vec::new();
-            while let Ok(frame) = protocol::read_frame(&mut peer) {
-                if let Frame::Data(data) = frame {
-                    blocks.push(data);
-                }
-            }
-            blocks
-        });
+        let reader = data_frames(peer);
         backend.flush().expect("flush");
         drop(backend);
         let blocks = reader.join().expect("reader");
@@ -1672,19 +1678,15 @@ mod tests {
         );
 
         let (backend, peer) = connected();
-        let reader = std::thread::spawn(move || {
-            peer.set_nonblocking(false).expect("blocking");
-            let mut peer = peer;
-            let mut sizes = Vec::new();
-            while let Ok(frame) = protocol::read_frame(&mut peer) {
-                if let Frame::Data(data) = frame {
-                    sizes.push(data.len());
-                }
-            }
-            sizes
-        });
+        let reader = data_frames(peer);
         backend.write(&vec![1; DATA_CHUNK + 10]).expect("write");
         drop(backend);
-        assert_eq!(reader.join().expect("reader"), [DATA_CHUNK, 10]);
+        let sizes: Vec<usize> = reader
+            .join()
+            .expect("reader")
+            .iter()
+            .map(Vec::len)
+            .collect();
+        assert_eq!(sizes, [DATA_CHUNK, 10]);
     }
 }
