@@ -891,7 +891,7 @@ fn serve_connection(
         }),
     });
     // After the backend, so dropped before it if the request unwinds.
-    let _running = Running::new(slot, fd);
+    let running = Running::new(slot, fd);
     let _ = shared.first_request_ms.compare_exchange(
         0,
         now_ms(shared),
@@ -909,7 +909,8 @@ fn serve_connection(
     let mut conn = backend.conn.lock();
     let ended = conn.send(&last).is_ok() && conn.clean;
     let stream = conn.stream.take();
-    *slot.socket.lock() = None;
+    // Before the connection is closed or kept (see Slot::socket).
+    drop(running);
     let kept = match stream {
         Some(stream) if ended => Some(Connection {
             stream,
@@ -926,7 +927,7 @@ fn serve_connection(
 }
 
 /// Marks a slot's request as running on a connection, for [`Shared::shut_running`], until it
-/// is dropped (or the slot's socket is cleared before the connection is closed or kept).
+/// is dropped, which must happen before the connection is closed or kept.
 struct Running<'s>(&'s Slot);
 
 impl<'s> Running<'s> {
