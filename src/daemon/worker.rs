@@ -1172,7 +1172,8 @@ const HOLD_LIMIT: usize = 256 * 1024;
 
 /// The largest block of a streamed response that [`Backend::try_send`] sends with the GIL
 /// held (a copy into the socket buffer of a microsecond or two): a one-item framework
-/// response (Flask: 7% more requests per second). Larger blocks keep the usual path: with
+/// response (Flask: 11% to 21% more requests per second, back to back; docs/performance.md,
+/// "Fourth pass"). Larger blocks keep the usual path: with
 /// 64 KiB, streaming was 9% to 20% slower (the socket buffer of a fast stream is often full,
 /// and every other block then cost a failed `send` as well).
 const TRY_SEND_MOST: usize = 16 * 1024;
