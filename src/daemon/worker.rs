@@ -108,6 +108,7 @@ pub fn run(info: &GroupInfo, listener: UnixListener, settings: PythonSettings, i
         config: Arc::clone(config),
         started: Instant::now(),
         stopping: AtomicBool::new(false),
+        ending: AtomicBool::new(false),
         active: AtomicUsize::new(0),
         served: AtomicU64::new(0),
         first_request_ms: AtomicU64::new(0),
@@ -172,7 +173,7 @@ pub fn run(info: &GroupInfo, listener: UnixListener, settings: PythonSettings, i
     );
     // New connections wait for the other processes of the group or the replacement (see
     // Connections::stop_listening). Threads waiting in epoll_wait() end with the process.
-    shared.connections.stop_listening();
+    shared.stop_taking_work();
     shared.stopping.store(true, Ordering::Release);
     let deadline = Instant::now() + limit;
     while shared.active.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
@@ -205,7 +206,14 @@ impl Shared {
     /// replacement process (in the listening socket's backlog, or on their kept connection,
     /// which is shut down when this process exits, so that the child sends the request again).
     fn ending(&self) -> bool {
-        self.stopping.load(Ordering::Acquire) || self.restart.lock().is_some()
+        self.ending.load(Ordering::Acquire)
+    }
+
+    /// Takes the listening socket out of the epoll set, then marks the process as ending
+    /// (in that order: see [`Connections::stop_listening`]).
+    fn stop_taking_work(&self) {
+        self.connections.stop_listening();
+        self.ending.store(true, Ordering::Release);
     }
 
     /// Shuts down the connections of the requests still running as the process exits: a
@@ -230,7 +238,7 @@ struct Restart {
 fn request_restart(shared: &Shared, reason: String, drain: Duration) {
     let mut restart = shared.restart.lock();
     if restart.is_none() {
-        shared.connections.stop_listening();
+        shared.stop_taking_work();
         *restart = Some(Restart { reason, drain });
         drop(restart);
         let _ = nix::sys::signal::kill(nix::unistd::Pid::this(), Signal::SIGTERM);
@@ -523,6 +531,9 @@ struct Shared {
     config: Arc<DaemonConfig>,
     started: Instant,
     stopping: AtomicBool,
+    /// Set, before `stopping` and before a restart is recorded, when the process stops taking
+    /// work ([`Shared::ending`]).
+    ending: AtomicBool,
     active: AtomicUsize,
     served: AtomicU64,
     /// When the first request started (startup-timeout), 0 before.
@@ -722,8 +733,8 @@ impl Connections {
 
     /// Takes the listening socket out of the epoll set: the process is on its way out. The
     /// socket itself stays open (the group's other processes and the Apache parent share it),
-    /// so new connections wait in its backlog for another process. Called before the flags
-    /// that [`Shared::ending`] reads are set: a thread woken for the socket before then
+    /// so new connections wait in its backlog for another process. Called before the flag
+    /// that [`Shared::ending`] reads is set: a thread woken for the socket before then
     /// serves the connection as usual, and none is woken after, so no wake-up that another
     /// process of the group should have had is lost.
     fn stop_listening(&self) {
@@ -839,7 +850,7 @@ fn serve_connection(
         }
     };
     let mut stream = connection.stream;
-    if shared.restart.lock().is_some() || shared.stopping.load(Ordering::Acquire) {
+    if shared.ending() {
         // Restarting or stopping: the replacement process will take it.
         let _ = protocol::write_frame(&mut stream, &Frame::Retry);
         return (false, None);
