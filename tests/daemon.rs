@@ -1246,6 +1246,36 @@ fn requests_sent_while_a_daemon_drains_wait_for_its_replacement() {
     assert!(!log.contains("WSGI0050"), "{log}");
 }
 
+#[test]
+fn requests_that_block_run_side_by_side_up_to_the_thread_count() {
+    // Only two idle request threads wait for work; another is sent to wait when the busy ones
+    // have not come back for a millisecond and none of them waits for the GIL (see
+    // worker::Turns). Requests that block in time.sleep must still run at once, one per
+    // thread: two at a time, these eight would take six seconds.
+    let server = ServerBuilder::new()
+        .file("app.wsgi", DRAIN_APP)
+        .config(
+            "WSGIDaemonProcess side processes=1 threads=8\n\
+             WSGIScriptAlias /d ${TEST_DIR}/app.wsgi process-group=side \
+             application-group=%{GLOBAL}",
+        )
+        .start();
+    let r = server.get("/d/");
+    assert_eq!(r.status, 200, "{}", server.error_log());
+    let started = std::time::Instant::now();
+    std::thread::scope(|scope| {
+        let sleepers: Vec<_> = (0..8)
+            .map(|_| scope.spawn(|| server.get("/d/sleep?1.5")))
+            .collect();
+        for sleeper in sleepers {
+            let r = sleeper.join().expect("thread");
+            assert_eq!(r.status, 200, "{}", server.error_log());
+        }
+    });
+    let took = started.elapsed();
+    assert!(took < Duration::from_millis(2700), "took {took:?}");
+}
+
 /// Sends `GET path` on `stream` (a kept-alive connection) and returns the status and the time
 /// the response took.
 fn get_on(stream: &mut std::net::TcpStream, path: &str) -> (u16, Duration) {

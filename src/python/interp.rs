@@ -17,10 +17,20 @@
 
 use std::cell::{Cell, RefCell};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use parking_lot::Mutex;
 use pyo3::ffi;
 use pyo3::prelude::*;
+
+/// Threads of this process waiting in [`Registry::run_in`] to take the GIL.
+static WAITING_FOR_GIL: AtomicUsize = AtomicUsize::new(0);
+
+/// How many threads are waiting to take the GIL to start a job: more than none means some
+/// thread holds it and Python has work queued behind it.
+pub fn threads_waiting_for_gil() -> usize {
+    WAITING_FOR_GIL.load(Ordering::Relaxed)
+}
 
 /// Why a job could not run in Python.
 #[derive(Debug, thiserror::Error)]
@@ -139,9 +149,11 @@ impl Registry {
         let ts = thread_state(&interp);
         IN_JOB.with(|c| c.set(true));
         let _reset = ResetInJob;
+        WAITING_FOR_GIL.fetch_add(1, Ordering::Relaxed);
         // SAFETY: `ts` belongs to this thread and to `interp`; the GIL is not held here
         // (IN_JOB was false); it is released again before returning.
         unsafe { ffi::PyEval_RestoreThread(ts) };
+        WAITING_FOR_GIL.fetch_sub(1, Ordering::Relaxed);
         let result = call_runner(&interp, job);
         // SAFETY: this thread holds the GIL with `ts` current (restored above).
         unsafe { ffi::PyEval_SaveThread() };

@@ -16,6 +16,7 @@ use parking_lot::Mutex;
 use pyo3::ffi;
 use pyo3::prelude::*;
 
+pub use super::interp::threads_waiting_for_gil;
 use super::interp::{PythonError, Registry, adopt_main_thread_state};
 use super::setup;
 use crate::apache::process::ProcessInfo;
