@@ -14,7 +14,7 @@ use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
 use super::manager::GroupInfo;
-use super::protocol::{self, Frame, MAX_PAYLOAD, ProtocolError, RequestRef};
+use super::protocol::{self, Frame, Incoming, MAX_PAYLOAD, ProtocolError, RequestRef};
 use crate::apache::request::recv_with_fds;
 use crate::apache::{Header, Request, RequestIo, sys};
 use crate::wsgi::RequestSpec;
@@ -454,9 +454,27 @@ fn exchange(io: &RequestIo, mut link: Link<'_>, rules: &Rules) -> Relayed {
     // The request body buffer, allocated on the first ReadBody only: a zeroed 64 KiB buffer
     // per request showed up as memset and malloc_consolidate in the profile of hello world.
     let mut body: Vec<u8> = Vec::new();
+    // The blocks of the response, one at a time (see `protocol::read_frame_in`).
+    let mut data_space: Vec<u8> = Vec::new();
     loop {
-        let frame = match protocol::read_frame(&mut frames) {
-            Ok(frame) => frame,
+        let frame = match protocol::read_frame_in(&mut frames, &mut data_space) {
+            Ok(Incoming::Data(data)) if file_sent => {
+                tracing::error!(
+                    "WSGI0043: unexpected frame from daemon process '{name}': {} bytes of Data \
+                     after a File",
+                    data.len()
+                );
+                return Relayed::Done(sys::OK as i32);
+            }
+            Ok(Incoming::Data(_)) if overridden.is_some() || redirect.is_some() => continue,
+            Ok(Incoming::Data(data)) => {
+                if io.write(data).is_err() {
+                    // The client went away; the daemon notices when we close.
+                    return Relayed::Done(sys::OK as i32);
+                }
+                continue;
+            }
+            Ok(Incoming::Frame(frame)) => frame,
             // The daemon went away before it took the request (it was exiting): nothing ran.
             Err(e) if !accepted && !matches!(e, ProtocolError::TimedOut) => {
                 return Relayed::Retry;

@@ -69,8 +69,8 @@ const FILE_END: u64 = i64::MAX as u64;
 /// The smallest encodings of one list item: two `bytes`/`str` fields of length 0.
 const MIN_PAIR_LEN: usize = 8;
 
-/// Body and Data frames at least this large are written as header plus borrowed payload, in two
-/// writes, rather than copied into one buffer.
+/// Body and Data frames at least this large are written as header plus borrowed payload, in one
+/// vectored write, rather than copied into one buffer.
 const COPY_LIMIT: usize = 64 * 1024;
 
 /// How much of a declared payload [`read_frame`] reserves before the bytes arrive; the buffer
@@ -663,6 +663,57 @@ impl HeadFrame {
 /// or [`ProtocolError::Io`] when the stream fails, and the errors of [`Frame::decode`] when the
 /// bytes are not a valid frame. After any error the connection must be closed.
 pub fn read_frame(r: &mut impl Read) -> Result<Frame, ProtocolError> {
+    let (code, len) = read_header(r)?;
+    read_rest(r, code, len)
+}
+
+/// A frame read by [`read_frame_in`]: a Data payload in the caller's space, or any other frame.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Incoming<'s> {
+    /// The payload of a Data frame of at most [`DATA_SPACE`] bytes.
+    Data(&'s [u8]),
+    /// Any other frame (and a larger Data frame).
+    Frame(Frame),
+}
+
+/// The room [`read_frame_in`] gives a Data payload: the daemon's Data frames are at most this
+/// large.
+pub const DATA_SPACE: usize = 64 * 1024;
+
+/// Reads one frame as [`read_frame`] does, but a Data payload of at most [`DATA_SPACE`] bytes
+/// goes into `space`, which grows to the largest such payload and is reused for the frames
+/// after: a streamed response then costs no allocation, nor the zeroing of a new buffer, per
+/// block.
+///
+/// # Errors
+///
+/// Those of [`read_frame`].
+pub fn read_frame_in<'s>(
+    r: &mut impl Read,
+    space: &'s mut Vec<u8>,
+) -> Result<Incoming<'s>, ProtocolError> {
+    let (code, len) = read_header(r)?;
+    if code != DATA || len > DATA_SPACE {
+        return read_rest(r, code, len).map(Incoming::Frame);
+    }
+    if len == 0 {
+        return Err(ProtocolError::InvalidValue("empty Data frame"));
+    }
+    if space.len() < len {
+        space.resize(len, 0);
+    }
+    let payload = &mut space[..len];
+    let got = read_full(r, payload)?;
+    if got < len {
+        return Err(ProtocolError::Io(format!(
+            "connection closed after {got} of the {len} payload bytes of a frame"
+        )));
+    }
+    Ok(Incoming::Data(payload))
+}
+
+/// Reads and checks a frame header: the frame's type code and payload length.
+fn read_header(r: &mut impl Read) -> Result<(u8, usize), ProtocolError> {
     let mut header = [0; HEADER_LEN];
     match read_full(r, &mut header)? {
         0 => return Err(ProtocolError::Closed),
@@ -673,8 +724,11 @@ pub fn read_frame(r: &mut impl Read) -> Result<Frame, ProtocolError> {
             )));
         }
     }
-    let (code, len) = parse_header(header)?;
+    parse_header(header)
+}
 
+/// Reads the payload of a frame whose header was read, and decodes it.
+fn read_rest(r: &mut impl Read, code: u8, len: usize) -> Result<Frame, ProtocolError> {
     let payload = read_payload(r, len)?;
 
     // Body and Data keep the buffer just read instead of copying it.
@@ -730,8 +784,7 @@ pub fn write_frame(w: &mut impl Write, frame: &Frame) -> Result<(), ProtocolErro
     frame.check()?;
     match frame {
         Frame::Body(bytes) | Frame::Data(bytes) if bytes.len() >= COPY_LIMIT => {
-            w.write_all(&header(frame.type_code(), bytes.len()))?;
-            w.write_all(bytes)?;
+            write_parts(w, &header(frame.type_code(), bytes.len()), bytes)?;
         }
         _ => w.write_all(&frame.encoded())?,
     }
@@ -754,9 +807,25 @@ pub fn write_data(w: &mut impl Write, data: &[u8]) -> Result<(), ProtocolError> 
     if data.len() > MAX_PAYLOAD {
         return Err(ProtocolError::TooLarge(data.len()));
     }
-    w.write_all(&header(DATA, data.len()))?;
-    w.write_all(data)?;
+    write_parts(w, &header(DATA, data.len()), data)?;
     w.flush()?;
+    Ok(())
+}
+
+/// Writes a frame header and its payload with one vectored write where the stream takes both:
+/// two writes woke the reader for the 8 header bytes alone, and cost a system call more per
+/// block of a streamed response.
+fn write_parts(w: &mut impl Write, header: &[u8], payload: &[u8]) -> io::Result<()> {
+    let mut parts = [io::IoSlice::new(header), io::IoSlice::new(payload)];
+    let mut parts = &mut parts[..];
+    while !parts.is_empty() {
+        match w.write_vectored(parts) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => io::IoSlice::advance_slices(&mut parts, n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
     Ok(())
 }
 
@@ -1390,6 +1459,52 @@ mod tests {
         assert_eq!(read_frame(&mut cursor), Err(ProtocolError::Closed));
     }
 
+    /// A stream that takes at most `step` bytes per write, vectored or not.
+    struct Trickle {
+        out: Vec<u8>,
+        step: usize,
+    }
+
+    impl Write for Trickle {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            let n = buf.len().min(self.step);
+            self.out.extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+
+        fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+            let mut room = self.step;
+            for buf in bufs {
+                let n = buf.len().min(room);
+                self.out.extend_from_slice(&buf[..n]);
+                room -= n;
+            }
+            Ok(self.step - room)
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn large_frames_survive_short_vectored_writes() {
+        let data = (0..=255).cycle().take(COPY_LIMIT + 3).collect::<Vec<u8>>();
+        // Steps that end inside the header, at its end, and inside the payload.
+        for step in [3, HEADER_LEN, 1000, COPY_LIMIT] {
+            let mut stream = Trickle {
+                out: Vec::new(),
+                step,
+            };
+            write_data(&mut stream, &data).unwrap();
+            write_frame(&mut stream, &Frame::Body(data.clone())).unwrap();
+            let mut cursor = Cursor::new(&stream.out);
+            assert_eq!(read_frame(&mut cursor).unwrap(), Frame::Data(data.clone()));
+            assert_eq!(read_frame(&mut cursor).unwrap(), Frame::Body(data.clone()));
+            assert_eq!(read_frame(&mut cursor), Err(ProtocolError::Closed));
+        }
+    }
+
     #[test]
     fn large_payloads_are_read_into_buffers_of_their_own_size() {
         for len in [
@@ -1428,6 +1543,59 @@ mod tests {
             };
             assert!(text.contains("payload bytes"), "{text}");
         }
+    }
+
+    /// An [`Incoming`] as an owned frame, and whether its payload was in the space.
+    fn own(incoming: Incoming<'_>) -> (Frame, bool) {
+        match incoming {
+            Incoming::Data(data) => (Frame::Data(data.to_vec()), true),
+            Incoming::Frame(frame) => (frame, false),
+        }
+    }
+
+    #[test]
+    fn read_frame_in_reuses_its_space_for_data_and_reads_other_frames_whole() {
+        let mut bytes = Vec::new();
+        Frame::Head(head()).encode(&mut bytes);
+        Frame::Data(vec![1; DATA_SPACE]).encode(&mut bytes);
+        Frame::Data(b"tail".to_vec()).encode(&mut bytes);
+        Frame::Data(vec![2; DATA_SPACE + 1]).encode(&mut bytes);
+        Frame::End.encode(&mut bytes);
+        let mut stream = Cursor::new(&bytes);
+        let mut space = Vec::new();
+        let mut next = || read_frame_in(&mut stream, &mut space).map(own);
+        assert_eq!(next().unwrap(), (Frame::Head(head()), false));
+        assert_eq!(next().unwrap(), (Frame::Data(vec![1; DATA_SPACE]), true));
+        assert_eq!(next().unwrap(), (Frame::Data(b"tail".to_vec()), true));
+        // Larger than the space: an owned frame, as `read_frame` gives.
+        assert_eq!(
+            next().unwrap(),
+            (Frame::Data(vec![2; DATA_SPACE + 1]), false)
+        );
+        assert_eq!(next().unwrap(), (Frame::End, false));
+        assert!(matches!(next(), Err(ProtocolError::Closed)));
+        assert_eq!(
+            space.len(),
+            DATA_SPACE,
+            "the space grew once, to the largest block"
+        );
+    }
+
+    #[test]
+    fn read_frame_in_refuses_empty_and_cut_data() {
+        let mut space = Vec::new();
+        let empty = header(DATA, 0);
+        let error = read_frame_in(&mut Cursor::new(&empty), &mut space).unwrap_err();
+        assert!(matches!(error, ProtocolError::InvalidValue(_)), "{error:?}");
+        let bytes = Frame::Data(vec![3; 1000]).encoded();
+        let error = read_frame_in(&mut Cursor::new(&bytes[..500]), &mut space).unwrap_err();
+        let ProtocolError::Io(text) = error else {
+            panic!("{error:?}")
+        };
+        assert!(
+            text.contains("after 492 of the 1000 payload bytes"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -1239,7 +1239,7 @@ impl Conn {
         use std::io::Write as _;
         for chunk in data.chunks(DATA_CHUNK) {
             if self.held.is_empty() && chunk.len() >= COPY_AT_LEAST {
-                // Large: not copied into a buffer; header and payload in two writes.
+                // Large: not copied into a buffer; header and payload in one vectored write.
                 protocol::write_data(self.stream()?, chunk).map_err(|_| BackendError::Write)?;
                 continue;
             }
