@@ -61,7 +61,7 @@ if ! command -v cargo >/dev/null 2>&1; then
     if [[ -x "$HOME/.cargo/bin/cargo" ]]; then
         echo "deps: cargo is in $HOME/.cargo/bin but not on PATH; run: export PATH=\"\$HOME/.cargo/bin:\$PATH\"" >&2
     else
-        echo "deps: cargo (the Rust toolchain, 1.89 or newer) is not installed; install it with rustup (https://rustup.rs) and re-run" >&2
+        echo "deps: cargo (the Rust toolchain, 1.93 or newer) is not installed; install it with rustup (https://rustup.rs) and re-run" >&2
     fi
     exit 1
 fi

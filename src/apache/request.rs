@@ -10,6 +10,7 @@
 
 use std::ffi::{CStr, CString, c_char};
 use std::marker::PhantomData;
+use std::mem::MaybeUninit;
 use std::os::fd::{IntoRawFd, OwnedFd};
 use std::ptr::{self, NonNull};
 use std::sync::Arc;
@@ -399,6 +400,23 @@ impl RequestIo {
 
     /// Reads up to `buf.len()` bytes of the request body; `Ok(0)` at its end.
     pub fn read(&self, buf: &mut [u8]) -> Result<usize, IoError> {
+        // SAFETY: `u8` and `MaybeUninit<u8>` have the same layout, and `read_into` only
+        // writes initialised bytes into the slice (Apache copies body bytes there).
+        let space = unsafe { &mut *(std::ptr::from_mut(buf) as *mut [MaybeUninit<u8>]) };
+        self.read_into(space)
+    }
+
+    /// [`RequestIo::read`] into space that need not be initialised; returns the bytes read,
+    /// at the start of `buf` (none at the end of the body).
+    pub fn read_uninit<'a>(&self, buf: &'a mut [MaybeUninit<u8>]) -> Result<&'a mut [u8], IoError> {
+        let n = self.read_into(buf)?;
+        // SAFETY: `read_into` returns how many bytes Apache wrote at the start of `buf`
+        // (at most its length), so they are initialised.
+        Ok(unsafe { std::slice::from_raw_parts_mut(buf.as_mut_ptr().cast::<u8>(), n) })
+    }
+
+    /// Copies up to `buf.len()` body bytes to the start of `buf`; returns how many.
+    fn read_into(&self, buf: &mut [MaybeUninit<u8>]) -> Result<usize, IoError> {
         self.with(|s| {
             let r = s.r.as_ptr();
             if !s.body_checked {
@@ -410,7 +428,8 @@ impl RequestIo {
             if !s.body_expected || buf.is_empty() {
                 return Ok(0);
             }
-            // SAFETY: live request; `buf` is writable for its length.
+            // SAFETY: live request; `buf` is writable for its length (Apache only writes to
+            // it, so its bytes need not be initialised), and at most that many are written.
             let n = unsafe { sys::ap_get_client_block(r, buf.as_mut_ptr().cast(), buf.len()) };
             match n {
                 n if n < 0 => {
@@ -421,7 +440,8 @@ impl RequestIo {
                     s.body_expected = false;
                     Ok(0)
                 }
-                n => Ok(n as usize),
+                // Never more than asked for; the bound keeps `read_uninit` sound regardless.
+                n => Ok((n as usize).min(buf.len())),
             }
         })
     }

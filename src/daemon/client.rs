@@ -503,18 +503,20 @@ fn exchange(io: &RequestIo, mut link: Link<'_>, rules: &Rules) -> Relayed {
                     body = vec![0u8; 64 * 1024];
                 }
                 let want = (max as usize).min(body.len()).min(MAX_PAYLOAD);
-                let reply = match io.read(&mut body[..want]) {
-                    Ok(0) => Frame::BodyEnd,
-                    Ok(n) => {
-                        body_read = true;
-                        Frame::Body(body[..n].to_vec())
-                    }
-                    Err(_) => Frame::BodyError,
-                };
+                let read = io.read(&mut body[..want]);
                 if !std::mem::replace(link.timed_writes, true) {
                     let _ = link.stream.set_write_timeout(Some(link.timeout));
                 }
-                if protocol::write_frame(&mut link.stream, &reply).is_err() {
+                let sent = match read {
+                    Ok(0) => protocol::write_frame(&mut link.stream, &Frame::BodyEnd),
+                    Ok(n) => {
+                        body_read = true;
+                        // Straight from the buffer: header and bytes in one write, no copy.
+                        protocol::write_body(&mut link.stream, &body[..n])
+                    }
+                    Err(_) => protocol::write_frame(&mut link.stream, &Frame::BodyError),
+                };
+                if sent.is_err() {
                     return Relayed::Done(if head_sent {
                         sys::OK as i32
                     } else {

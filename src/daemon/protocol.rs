@@ -801,13 +801,31 @@ pub fn write_frame(w: &mut impl Write, frame: &Frame) -> Result<(), ProtocolErro
 /// [`MAX_PAYLOAD`], with nothing written; [`ProtocolError::TimedOut`] or [`ProtocolError::Io`]
 /// when the stream fails.
 pub fn write_data(w: &mut impl Write, data: &[u8]) -> Result<(), ProtocolError> {
+    write_borrowed(w, DATA, data, "empty Data frame")
+}
+
+/// Writes `data` as one Body frame, as [`write_data`] writes a Data frame.
+///
+/// # Errors
+///
+/// Those of [`write_data`].
+pub fn write_body(w: &mut impl Write, data: &[u8]) -> Result<(), ProtocolError> {
+    write_borrowed(w, BODY, data, "empty Body frame")
+}
+
+fn write_borrowed(
+    w: &mut impl Write,
+    code: u8,
+    data: &[u8],
+    empty: &'static str,
+) -> Result<(), ProtocolError> {
     if data.is_empty() {
-        return Err(ProtocolError::InvalidValue("empty Data frame"));
+        return Err(ProtocolError::InvalidValue(empty));
     }
     if data.len() > MAX_PAYLOAD {
         return Err(ProtocolError::TooLarge(data.len()));
     }
-    write_parts(w, &header(DATA, data.len()), data)?;
+    write_parts(w, &header(code, data.len()), data)?;
     w.flush()?;
     Ok(())
 }

@@ -9,6 +9,7 @@
 //! mode, with a [`DaemonBackend`] over the connection.
 
 use std::io::ErrorKind;
+use std::mem::MaybeUninit;
 use std::os::fd::OwnedFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::Arc;
@@ -1134,6 +1135,36 @@ struct DaemonBackend {
     conn: Mutex<Conn>,
 }
 
+impl DaemonBackend {
+    /// Asks the Apache child for up to `max` more body bytes and returns them; none at the
+    /// end of the body.
+    fn next_body(&self, max: usize) -> Result<Vec<u8>, BackendError> {
+        let mut conn = self.conn.lock();
+        if conn.body_done || max == 0 {
+            return Ok(Vec::new());
+        }
+        let max = max.min(MAX_PAYLOAD);
+        let ask = Frame::ReadBody {
+            max: u32::try_from(max).unwrap_or(u32::MAX),
+        };
+        conn.unlimit_reads();
+        conn.send(&ask).map_err(|_| BackendError::Read)?;
+        let stream = conn.stream().map_err(|_| BackendError::Read)?;
+        match protocol::read_frame(stream) {
+            Ok(Frame::Body(data)) if data.len() <= max => Ok(data),
+            Ok(Frame::BodyEnd) => {
+                conn.body_done = true;
+                Ok(Vec::new())
+            }
+            _ => {
+                conn.body_done = true;
+                conn.clean = false;
+                Err(BackendError::Read)
+            }
+        }
+    }
+}
+
 struct Conn {
     /// Taken back by the request thread when the request is over: whatever the application
     /// still holds (its `wsgi.input`, a thread writing late) can no longer reach the
@@ -1275,32 +1306,17 @@ const COPY_AT_LEAST: usize = 64 * 1024;
 
 impl Backend for DaemonBackend {
     fn read(&self, buf: &mut [u8]) -> Result<usize, BackendError> {
-        let mut conn = self.conn.lock();
-        if conn.body_done || buf.is_empty() {
-            return Ok(0);
-        }
-        let max = buf.len().min(MAX_PAYLOAD);
-        let ask = Frame::ReadBody {
-            max: u32::try_from(max).unwrap_or(u32::MAX),
-        };
-        conn.unlimit_reads();
-        conn.send(&ask).map_err(|_| BackendError::Read)?;
-        let stream = conn.stream().map_err(|_| BackendError::Read)?;
-        match protocol::read_frame(stream) {
-            Ok(Frame::Body(data)) if data.len() <= max => {
-                buf[..data.len()].copy_from_slice(&data);
-                Ok(data.len())
-            }
-            Ok(Frame::BodyEnd) => {
-                conn.body_done = true;
-                Ok(0)
-            }
-            _ => {
-                conn.body_done = true;
-                conn.clean = false;
-                Err(BackendError::Read)
-            }
-        }
+        let data = self.next_body(buf.len())?;
+        buf[..data.len()].copy_from_slice(&data);
+        Ok(data.len())
+    }
+
+    fn read_uninit<'a>(
+        &self,
+        buf: &'a mut [MaybeUninit<u8>],
+    ) -> Result<&'a mut [u8], BackendError> {
+        let data = self.next_body(buf.len())?;
+        Ok(buf[..data.len()].write_copy_of_slice(&data))
     }
 
     /// Holds the `Head` frame (never writes).

@@ -2,6 +2,7 @@
 //! from Apache, then the application runs in its interpreter with an [`EmbeddedBackend`] over
 //! the request's I/O.
 
+use std::mem::MaybeUninit;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 
@@ -67,6 +68,13 @@ fn header_refs(head: &ResponseHead) -> Vec<Header<'_>> {
 impl Backend for EmbeddedBackend {
     fn read(&self, buf: &mut [u8]) -> Result<usize, BackendError> {
         self.io.read(buf).map_err(backend_error)
+    }
+
+    fn read_uninit<'a>(
+        &self,
+        buf: &'a mut [MaybeUninit<u8>],
+    ) -> Result<&'a mut [u8], BackendError> {
+        self.io.read_uninit(buf).map_err(backend_error)
     }
 
     fn set_head(&self, head: &ResponseHead) -> Result<(), BackendError> {

@@ -1,8 +1,9 @@
 //! The Python runtime: starting CPython in an Apache child, the interpreters of the application
 //! groups and how threads enter them, and what each interpreter is given at creation. The
-//! crate's `unsafe` code that deals with CPython is in this folder (`runtime`, `interp`, and
-//! [`modules_dict`] and [`latin1`] here).
+//! crate's `unsafe` code that deals with CPython is in this folder (`runtime`, `interp`, `bytes`,
+//! and [`modules_dict`] and [`latin1`] here).
 
+pub mod bytes;
 pub mod files;
 pub mod interp;
 pub mod runtime;

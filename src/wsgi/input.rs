@@ -5,6 +5,7 @@
 //! end). Reads release the GIL. A failed read (the client sent less than its Content-Length,
 //! went away, or sent bad chunking) raises `OSError` and keeps failing after.
 
+use std::mem::MaybeUninit;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -13,6 +14,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList};
 
 use super::{Backend, BackendError};
+use crate::python;
 
 const CHUNK: usize = 64 * 1024;
 
@@ -63,30 +65,37 @@ impl State {
         }
     }
 
-    /// Fills `out` completely (from the buffer first, then straight from the backend, with no
-    /// copy in between); fewer bytes only at the end of the body. Returns how many it got.
-    fn read_into(&mut self, backend: &dyn Backend, out: &mut [u8]) -> Result<usize, BackendError> {
+    /// One step of a direct read into `out` (see [`Input::read_direct`]): bytes from the
+    /// buffer if it holds any, else one read from the backend. Returns the bytes written, at
+    /// the start of `out`; none at the end of the body.
+    fn read_step<'a>(
+        &mut self,
+        backend: &dyn Backend,
+        out: &'a mut [MaybeUninit<u8>],
+    ) -> Result<&'a mut [u8], BackendError> {
         let buffered = self.available().len().min(out.len());
-        out[..buffered].copy_from_slice(&self.available()[..buffered]);
-        self.start += buffered;
-        let mut got = buffered;
-        while got < out.len() {
-            if let Some(e) = self.failed {
-                return Err(e);
+        if buffered > 0 {
+            let from = self.start;
+            self.start += buffered;
+            return Ok(out[..buffered].write_copy_of_slice(&self.buffer[from..from + buffered]));
+        }
+        if let Some(e) = self.failed {
+            return Err(e);
+        }
+        if self.eof || out.is_empty() {
+            return Ok(&mut []);
+        }
+        match backend.read_uninit(out) {
+            Ok([]) => {
+                self.eof = true;
+                Ok(&mut [])
             }
-            if self.eof {
-                break;
-            }
-            match backend.read(&mut out[got..]) {
-                Ok(0) => self.eof = true,
-                Ok(n) => got += n,
-                Err(e) => {
-                    self.failed = Some(e);
-                    return Err(e);
-                }
+            Ok(read) => Ok(read),
+            Err(e) => {
+                self.failed = Some(e);
+                Err(e)
             }
         }
-        Ok(got)
     }
 
     fn take(&mut self, n: usize) -> Vec<u8> {
@@ -169,23 +178,18 @@ impl Input {
 const DIRECT_READ_MAX: usize = 1024 * 1024;
 
 impl Input {
-    /// `read(n)` into a new bytes object, with the GIL released while the backend reads (the
-    /// object is not yet visible to any other Python code). Cut to size at the end of the body.
+    /// `read(n)` into a new bytes object, filled with the GIL released (the object is not yet
+    /// visible to any other Python code) and never zeroed first. Cut to size at the end of the
+    /// body.
     fn read_direct<'py>(&self, py: Python<'py>, n: usize) -> PyResult<Bound<'py, PyBytes>> {
         let backend = &*self.backend;
         let state = &self.state;
-        let mut got = 0;
-        let bytes = PyBytes::new_with(py, n, |out| {
-            got = py
-                .detach(|| state.lock().read_into(backend, out))
-                .map_err(read_error)?;
+        let filled = python::bytes::filled(py, n, |space| {
+            let mut state = state.lock();
+            while space.step(|out| state.read_step(backend, out))? {}
             Ok(())
         })?;
-        if got == n {
-            Ok(bytes)
-        } else {
-            Ok(PyBytes::new(py, &bytes.as_bytes()[..got]))
-        }
+        filled.map_err(read_error)
     }
 }
 
@@ -304,18 +308,41 @@ mod tests {
         assert_eq!(st.readline(&b, None).unwrap(), b"");
     }
 
+    /// A direct read of up to `len` bytes, stepped as `python::bytes::filled` steps it.
+    fn direct(st: &mut State, b: &Body, len: usize) -> Result<Vec<u8>, BackendError> {
+        let mut space = vec![MaybeUninit::uninit(); len];
+        let mut out = Vec::new();
+        while out.len() < len {
+            let wrote = st.read_step(b, &mut space[out.len()..])?;
+            if wrote.is_empty() {
+                break;
+            }
+            out.extend_from_slice(wrote);
+        }
+        Ok(out)
+    }
+
     #[test]
     fn direct_reads_take_the_buffer_first_and_stop_at_the_end() {
         let b = body(b"ab\ncdefgh");
         let mut st = State::default();
-        assert_eq!(st.readline(&b, None).unwrap(), b"ab\n");
-        let mut out = [0u8; 5];
-        assert_eq!(st.read_into(&b, &mut out).unwrap(), 5);
-        assert_eq!(&out, b"cdefg");
-        assert_eq!(st.read_into(&b, &mut out).unwrap(), 1);
-        assert_eq!(out[0], b'h');
-        assert_eq!(st.read_into(&b, &mut out).unwrap(), 0);
+        assert_eq!(st.read(&b, Some(1)).unwrap(), b"a");
+        // "b\n" is buffered (the backend gives 3 bytes a read); the rest comes from it.
+        assert_eq!(direct(&mut st, &b, 5).unwrap(), b"b\ncde");
+        assert_eq!(direct(&mut st, &b, 5).unwrap(), b"fgh");
+        assert_eq!(direct(&mut st, &b, 5).unwrap(), b"");
         assert_eq!(st.read(&b, None).unwrap(), b"");
+    }
+
+    #[test]
+    fn direct_reads_keep_a_failure() {
+        let b = body(b"abcdef");
+        let mut st = State::default();
+        assert_eq!(direct(&mut st, &b, 2).unwrap(), b"ab");
+        b.0.lock().1 = usize::MAX;
+        assert_eq!(direct(&mut st, &b, 2), Err(BackendError::Read));
+        b.0.lock().1 = 0;
+        assert_eq!(direct(&mut st, &b, 2), Err(BackendError::Read));
     }
 
     #[test]

@@ -17,6 +17,7 @@ pub mod input;
 pub mod response;
 pub mod script;
 
+use std::mem::MaybeUninit;
 use std::os::fd::OwnedFd;
 
 use pyo3::prelude::*;
@@ -27,6 +28,17 @@ pub use call::{Outcome, RequestSpec, serve};
 pub trait Backend: Send + Sync {
     /// Reads up to `buf.len()` body bytes; `Ok(0)` at the end.
     fn read(&self, buf: &mut [u8]) -> Result<usize, BackendError>;
+    /// [`Backend::read`] into space that need not be initialised (a new `bytes` object's);
+    /// returns the bytes read, at the start of `buf`, and none at the end. This default reads
+    /// through a zeroed buffer; backends override it to spare that and the copy.
+    fn read_uninit<'a>(
+        &self,
+        buf: &'a mut [MaybeUninit<u8>],
+    ) -> Result<&'a mut [u8], BackendError> {
+        let mut tmp = vec![0; buf.len()];
+        let n = self.read(&mut tmp)?;
+        Ok(buf[..n].write_copy_of_slice(&tmp[..n]))
+    }
     /// Sets the status line and headers (sent with the first body bytes or at the end).
     fn set_head(&self, head: &response::ResponseHead) -> Result<(), BackendError>;
     /// [`Backend::set_head`] if it can be done at once, without waiting for anything (another
