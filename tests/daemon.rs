@@ -1561,13 +1561,7 @@ fn reads_of_mixed_sizes_and_unread_bodies_keep_every_byte_and_the_connection() {
              application-group=%{GLOBAL}",
         )
         .start();
-    let mut state: u32 = 99;
-    let body: Vec<u8> = (0..1_000_000)
-        .map(|_| {
-            state = state.wrapping_mul(1_103_515_245).wrapping_add(12345);
-            (state >> 16) as u8
-        })
-        .collect();
+    let body = support::noise(1_000_000, 99);
     let md5 = |b: &[u8]| format!("{:x}", Md5::digest(b));
     let line_end = 131_082 + body[131_082..].iter().position(|&b| b == b'\n').unwrap() + 1;
     let rest = body.len() - line_end - 100_000;

@@ -438,13 +438,7 @@ fn wsgi_input_large_body_read_whole_and_in_pieces(mode: Mode) {
         .file("input.wsgi", INPUT_APP)
         .config(&mode.config("WSGIScriptAlias /in ${TEST_DIR}/input.wsgi"))
         .start();
-    let mut state: u32 = 12345;
-    let body: Vec<u8> = (0..3_000_000)
-        .map(|_| {
-            state = state.wrapping_mul(1_103_515_245).wrapping_add(12345);
-            (state >> 16) as u8
-        })
-        .collect();
+    let body = support::noise(3_000_000, 12345);
     let digest = format!("{} {:x}", body.len(), Md5::digest(&body));
     let r = server.request("POST", "/in/big", &[], &body);
     assert_eq!(r.text(), digest);

@@ -102,3 +102,15 @@ pub(crate) fn create_world_readable_dir(path: &Path) {
         }
     }
 }
+
+/// `len` bytes of a fixed pseudo-random sequence (a linear congruential generator started at
+/// `seed`): a request body that every byte value and line length can appear in.
+pub fn noise(len: usize, seed: u32) -> Vec<u8> {
+    let mut state = seed;
+    (0..len)
+        .map(|_| {
+            state = state.wrapping_mul(1_103_515_245).wrapping_add(12345);
+            (state >> 16) as u8
+        })
+        .collect()
+}
