@@ -451,7 +451,7 @@ fn exchange(io: &RequestIo, mut link: Link<'_>, rules: &Rules) -> Relayed {
     let mut overridden: Option<i32> = None;
     // A 200 response with a local Location: an internal redirect, whose body is dropped.
     let mut redirect: Option<String> = None;
-    // The request body buffer, allocated on the first ReadBody only: a zeroed 64 KiB buffer
+    // The request body buffer, allocated on the first ReadBody only: a zeroed body buffer
     // per request showed up as memset and malloc_consolidate in the profile of hello world.
     let mut body: Vec<u8> = Vec::new();
     // The blocks of the response, one at a time (see `protocol::read_frame_in`).
@@ -500,7 +500,7 @@ fn exchange(io: &RequestIo, mut link: Link<'_>, rules: &Rules) -> Relayed {
         match frame {
             Frame::ReadBody { max } => {
                 if body.is_empty() {
-                    body = vec![0u8; 64 * 1024];
+                    body = vec![0u8; protocol::BODY_BLOCK];
                 }
                 let want = (max as usize).min(body.len()).min(MAX_PAYLOAD);
                 let read = io.read(&mut body[..want]);

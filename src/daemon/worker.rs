@@ -981,6 +981,7 @@ fn serve_connection(
             body_done: false,
             held: Vec::new(),
             limited_reads: connection.limited_reads,
+            spare: Vec::new(),
         }),
     });
     // After the backend, so dropped before it if the request unwinds.
@@ -1136,22 +1137,35 @@ struct DaemonBackend {
 }
 
 impl DaemonBackend {
-    /// Asks the Apache child for up to `max` more body bytes and returns them; none at the
-    /// end of the body.
+    /// Up to `max` more body bytes; none at the end of the body. Bytes left over from the
+    /// child's last answer come first; otherwise the child is asked for at least
+    /// [`protocol::BODY_BLOCK`] bytes, and what `max` leaves of its answer is kept.
     fn next_body(&self, max: usize) -> Result<Vec<u8>, BackendError> {
         let mut conn = self.conn.lock();
-        if conn.body_done || max == 0 {
+        if max == 0 {
             return Ok(Vec::new());
         }
-        let max = max.min(MAX_PAYLOAD);
+        if !conn.spare.is_empty() {
+            let n = max.min(conn.spare.len());
+            return Ok(conn.spare.drain(..n).collect());
+        }
+        if conn.body_done {
+            return Ok(Vec::new());
+        }
+        let asked = max.clamp(protocol::BODY_BLOCK, MAX_PAYLOAD);
         let ask = Frame::ReadBody {
-            max: u32::try_from(max).unwrap_or(u32::MAX),
+            max: u32::try_from(asked).unwrap_or(u32::MAX),
         };
         conn.unlimit_reads();
         conn.send(&ask).map_err(|_| BackendError::Read)?;
         let stream = conn.stream().map_err(|_| BackendError::Read)?;
         match protocol::read_frame(stream) {
-            Ok(Frame::Body(data)) if data.len() <= max => Ok(data),
+            Ok(Frame::Body(mut data)) if data.len() <= asked => {
+                if data.len() > max {
+                    conn.spare = data.split_off(max);
+                }
+                Ok(data)
+            }
             Ok(Frame::BodyEnd) => {
                 conn.body_done = true;
                 Ok(Vec::new())
@@ -1180,6 +1194,8 @@ struct Conn {
     held: Vec<u8>,
     /// Whether the read timeout set for the request frame is still on the socket.
     limited_reads: bool,
+    /// Body bytes of the child's last answer that the read which asked for them did not want.
+    spare: Vec<u8>,
 }
 
 impl Conn {
@@ -1505,6 +1521,7 @@ mod tests {
             body_done: false,
             held: Vec::new(),
             limited_reads: false,
+            spare: Vec::new(),
         };
         let backend = DaemonBackend {
             conn: Mutex::new(conn),
