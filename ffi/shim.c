@@ -78,6 +78,8 @@ apr_status_t wsgi_shim_pass_file(request_rec *r, apr_bucket_brigade *bb, int fd,
             apr_bucket_file_set_buf_size(b, WSGI_SHIM_FILE_READ_SIZE);
         }
     }
+    b = apr_bucket_flush_create(bb->bucket_alloc);
+    APR_BRIGADE_INSERT_TAIL(bb, b);
     b = apr_bucket_eos_create(bb->bucket_alloc);
     APR_BRIGADE_INSERT_TAIL(bb, b);
     return ap_pass_brigade(r->output_filters, bb);
