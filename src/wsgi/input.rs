@@ -33,6 +33,13 @@ impl State {
         &self.buffer[self.start..]
     }
 
+    /// The failure of an earlier read, if one failed: every read after it fails too, even
+    /// when bytes received before it are still buffered (the application was told the body
+    /// is broken; handing out more of it would look like a body that recovered).
+    fn check(&self) -> Result<(), BackendError> {
+        self.failed.map_or(Ok(()), Err)
+    }
+
     /// Reads one more chunk into the buffer; `Ok(false)` at the end of the body.
     fn fill(&mut self, backend: &dyn Backend) -> Result<bool, BackendError> {
         if let Some(e) = self.failed {
@@ -73,14 +80,12 @@ impl State {
         backend: &dyn Backend,
         out: &'a mut [MaybeUninit<u8>],
     ) -> Result<&'a mut [u8], BackendError> {
+        self.check()?;
         let buffered = self.available().len().min(out.len());
         if buffered > 0 {
             let from = self.start;
             self.start += buffered;
             return Ok(out[..buffered].write_copy_of_slice(&self.buffer[from..from + buffered]));
-        }
-        if let Some(e) = self.failed {
-            return Err(e);
         }
         if self.eof || out.is_empty() {
             return Ok(&mut []);
@@ -111,6 +116,7 @@ impl State {
         backend: &dyn Backend,
         limit: Option<usize>,
     ) -> Result<Vec<u8>, BackendError> {
+        self.check()?;
         while limit.is_none_or(|n| self.available().len() < n) {
             if !self.fill(backend)? {
                 break;
@@ -125,6 +131,7 @@ impl State {
         backend: &dyn Backend,
         limit: Option<usize>,
     ) -> Result<Vec<u8>, BackendError> {
+        self.check()?;
         let mut scanned = 0;
         loop {
             let avail = self.available();
@@ -342,6 +349,19 @@ mod tests {
         b.0.lock().1 = usize::MAX;
         assert_eq!(direct(&mut st, &b, 2), Err(BackendError::Read));
         b.0.lock().1 = 0;
+        assert_eq!(direct(&mut st, &b, 2), Err(BackendError::Read));
+    }
+
+    #[test]
+    fn bytes_buffered_before_a_failure_are_not_handed_out_after_it() {
+        let b = body(b"abcdefgh");
+        let mut st = State::default();
+        assert_eq!(st.read(&b, Some(1)).unwrap(), b"a");
+        // "bc" is buffered; the next backend read fails.
+        b.0.lock().1 = usize::MAX;
+        assert_eq!(st.read(&b, None), Err(BackendError::Read));
+        assert_eq!(st.read(&b, Some(1)), Err(BackendError::Read));
+        assert_eq!(st.readline(&b, None), Err(BackendError::Read));
         assert_eq!(direct(&mut st, &b, 2), Err(BackendError::Read));
     }
 
