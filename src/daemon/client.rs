@@ -427,6 +427,28 @@ fn oversized_header(head: &protocol::HeadFrame, limit: usize) -> bool {
         .any(|(name, value)| name.len() + 2 + value.len() > limit)
 }
 
+/// Passes a block of the response body (a Data frame's payload) to the client, or drops it
+/// when the response is `dropped` (overridden or redirected); `Some` when the exchange ends:
+/// the client went away, or the block came after a File, which ended the body.
+fn relay_block(
+    io: &RequestIo,
+    name: &str,
+    data: &[u8],
+    file_sent: bool,
+    dropped: bool,
+) -> Option<Relayed> {
+    if file_sent {
+        tracing::error!(
+            "WSGI0043: unexpected frame from daemon process '{name}': {} bytes of Data after a \
+             File",
+            data.len()
+        );
+        return Some(Relayed::Done(sys::OK as i32));
+    }
+    // A failed write: the client went away; the daemon notices when we close.
+    (!dropped && io.write(data).is_err()).then_some(Relayed::Done(sys::OK as i32))
+}
+
 fn exchange(io: &RequestIo, mut link: Link<'_>, rules: &Rules) -> Relayed {
     let name = link.name;
     let (error_override, header_limit) = (rules.error_override, rules.header_limit);
@@ -458,21 +480,12 @@ fn exchange(io: &RequestIo, mut link: Link<'_>, rules: &Rules) -> Relayed {
     let mut data_space: Vec<u8> = Vec::new();
     loop {
         let frame = match protocol::read_frame_in(&mut frames, &mut data_space) {
-            Ok(Incoming::Data(data)) if file_sent => {
-                tracing::error!(
-                    "WSGI0043: unexpected frame from daemon process '{name}': {} bytes of Data \
-                     after a File",
-                    data.len()
-                );
-                return Relayed::Done(sys::OK as i32);
-            }
-            Ok(Incoming::Data(_)) if overridden.is_some() || redirect.is_some() => continue,
             Ok(Incoming::Data(data)) => {
-                if io.write(data).is_err() {
-                    // The client went away; the daemon notices when we close.
-                    return Relayed::Done(sys::OK as i32);
+                let dropped = overridden.is_some() || redirect.is_some();
+                match relay_block(io, name, data, file_sent, dropped) {
+                    Some(done) => return done,
+                    None => continue,
                 }
-                continue;
             }
             Ok(Incoming::Frame(frame)) => frame,
             // The daemon went away before it took the request (it was exiting): nothing ran.
@@ -530,7 +543,6 @@ fn exchange(io: &RequestIo, mut link: Link<'_>, rules: &Rules) -> Relayed {
             Frame::Head(head) if head.status == 200 && local_location(&head).is_some() => {
                 redirect = local_location(&head).map(str::to_owned);
             }
-            Frame::Data(_) if overridden.is_some() || redirect.is_some() => {}
             Frame::File { .. } if overridden.is_some() || redirect.is_some() => {
                 drop(frames.inner.take_fd());
             }
@@ -588,10 +600,11 @@ fn exchange(io: &RequestIo, mut link: Link<'_>, rules: &Rules) -> Relayed {
                 }
                 head_sent = true;
             }
-            Frame::Data(data) if !file_sent => {
-                if io.write(&data).is_err() {
-                    // The client went away; the daemon notices when we close.
-                    return Relayed::Done(sys::OK as i32);
+            // Larger than `read_frame_in` takes into its space.
+            Frame::Data(data) => {
+                let dropped = overridden.is_some() || redirect.is_some();
+                if let Some(done) = relay_block(io, name, &data, file_sent, dropped) {
+                    return done;
                 }
             }
             Frame::Retry if !head_sent && !body_read => return Relayed::Retry,

@@ -981,7 +981,8 @@ fn serve_connection(
             body_done: false,
             held: Vec::new(),
             limited_reads: connection.limited_reads,
-            spare: Vec::new(),
+            answer: Vec::new(),
+            answer_at: 0,
         }),
     });
     // After the backend, so dropped before it if the request unwinds.
@@ -1137,45 +1138,46 @@ struct DaemonBackend {
 }
 
 impl DaemonBackend {
-    /// Up to `max` more body bytes; none at the end of the body. Bytes left over from the
-    /// child's last answer come first; otherwise the child is asked for at least
-    /// [`protocol::BODY_BLOCK`] bytes, and what `max` leaves of its answer is kept.
-    fn next_body(&self, max: usize) -> Result<Vec<u8>, BackendError> {
+    /// Hands `put` up to `max` more body bytes (none at the end of the body) and returns what
+    /// it returns. Bytes left over from the child's last answer come first; otherwise the
+    /// child is asked for at least [`protocol::BODY_BLOCK`] bytes, and what `max` leaves of
+    /// its answer is kept for the next read.
+    fn next_body<R>(&self, max: usize, put: impl FnOnce(&[u8]) -> R) -> Result<R, BackendError> {
         let mut conn = self.conn.lock();
         if max == 0 {
-            return Ok(Vec::new());
+            return Ok(put(&[]));
         }
-        if !conn.spare.is_empty() {
-            let n = max.min(conn.spare.len());
-            return Ok(conn.spare.drain(..n).collect());
-        }
-        if conn.body_done {
-            return Ok(Vec::new());
-        }
-        let asked = max.clamp(protocol::BODY_BLOCK, MAX_PAYLOAD);
-        let ask = Frame::ReadBody {
-            max: u32::try_from(asked).unwrap_or(u32::MAX),
-        };
-        conn.unlimit_reads();
-        conn.send(&ask).map_err(|_| BackendError::Read)?;
-        let stream = conn.stream().map_err(|_| BackendError::Read)?;
-        match protocol::read_frame(stream) {
-            Ok(Frame::Body(mut data)) if data.len() <= asked => {
-                if data.len() > max {
-                    conn.spare = data.split_off(max);
+        if conn.answer_at == conn.answer.len() {
+            if conn.body_done {
+                return Ok(put(&[]));
+            }
+            let asked = max.clamp(protocol::BODY_BLOCK, MAX_PAYLOAD);
+            let ask = Frame::ReadBody {
+                max: u32::try_from(asked).unwrap_or(u32::MAX),
+            };
+            conn.unlimit_reads();
+            conn.send(&ask).map_err(|_| BackendError::Read)?;
+            let stream = conn.stream().map_err(|_| BackendError::Read)?;
+            match protocol::read_frame(stream) {
+                Ok(Frame::Body(data)) if data.len() <= asked => {
+                    conn.answer = data;
+                    conn.answer_at = 0;
                 }
-                Ok(data)
-            }
-            Ok(Frame::BodyEnd) => {
-                conn.body_done = true;
-                Ok(Vec::new())
-            }
-            _ => {
-                conn.body_done = true;
-                conn.clean = false;
-                Err(BackendError::Read)
+                Ok(Frame::BodyEnd) => {
+                    conn.body_done = true;
+                    return Ok(put(&[]));
+                }
+                _ => {
+                    conn.body_done = true;
+                    conn.clean = false;
+                    return Err(BackendError::Read);
+                }
             }
         }
+        let from = conn.answer_at;
+        let to = conn.answer.len().min(from + max);
+        conn.answer_at = to;
+        Ok(put(&conn.answer[from..to]))
     }
 }
 
@@ -1194,8 +1196,10 @@ struct Conn {
     held: Vec<u8>,
     /// Whether the read timeout set for the request frame is still on the socket.
     limited_reads: bool,
-    /// Body bytes of the child's last answer that the read which asked for them did not want.
-    spare: Vec<u8>,
+    /// The child's last answer to a ReadBody, of which the bytes from `answer_at` on have not
+    /// been read yet (the read that asked for them wanted fewer).
+    answer: Vec<u8>,
+    answer_at: usize,
 }
 
 impl Conn {
@@ -1322,17 +1326,19 @@ const COPY_AT_LEAST: usize = 64 * 1024;
 
 impl Backend for DaemonBackend {
     fn read(&self, buf: &mut [u8]) -> Result<usize, BackendError> {
-        let data = self.next_body(buf.len())?;
-        buf[..data.len()].copy_from_slice(&data);
-        Ok(data.len())
+        self.next_body(buf.len(), |data| {
+            buf[..data.len()].copy_from_slice(data);
+            data.len()
+        })
     }
 
     fn read_uninit<'a>(
         &self,
         buf: &'a mut [MaybeUninit<u8>],
     ) -> Result<&'a mut [u8], BackendError> {
-        let data = self.next_body(buf.len())?;
-        Ok(buf[..data.len()].write_copy_of_slice(&data))
+        self.next_body(buf.len(), |data| {
+            buf[..data.len()].write_copy_of_slice(data)
+        })
     }
 
     /// Holds the `Head` frame (never writes).
@@ -1521,7 +1527,8 @@ mod tests {
             body_done: false,
             held: Vec::new(),
             limited_reads: false,
-            spare: Vec::new(),
+            answer: Vec::new(),
+            answer_at: 0,
         };
         let backend = DaemonBackend {
             conn: Mutex::new(conn),

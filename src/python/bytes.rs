@@ -1,7 +1,7 @@
 //! `bytes` objects filled in place, without the GIL: `wsgi.input.read(n)` reads the request
 //! body straight into the object it returns. The object's buffer is handed over uninitialised;
-//! zeroing it first (as `PyBytes::new_with` does) was 8% of the Apache child's time in the
-//! 10 MiB upload benchmark.
+//! zeroing it first (as `PyBytes::new_with` does) was about 5% of the Apache children's CPU
+//! time in the 10 MiB upload benchmark.
 
 use std::mem::MaybeUninit;
 

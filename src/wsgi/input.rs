@@ -42,9 +42,7 @@ impl State {
 
     /// Reads one more chunk into the buffer; `Ok(false)` at the end of the body.
     fn fill(&mut self, backend: &dyn Backend) -> Result<bool, BackendError> {
-        if let Some(e) = self.failed {
-            return Err(e);
-        }
+        self.check()?;
         if self.eof {
             return Ok(false);
         }
